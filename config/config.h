@@ -1,0 +1,157 @@
+// The agent's configuration: one JSON file parsed into these plain structs. Every key is declared
+// once in config/schema.cc (type, default, range, description); that table drives parsing,
+// error messages, the published JSON Schema and config/README.md.
+//
+// Components take their own section (const BufferConfig& ...) and never read JSON themselves.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace edgeferry::config {
+
+enum class SyncMode { kFull, kNormal };
+enum class WhenFull { kDropOldest, kBlock, kDropNewest };
+
+struct BufferConfig {
+  std::string path = "/var/lib/edgeferry/buffer.db";
+  SyncMode sync = SyncMode::kFull;
+  uint64_t max_bytes = 256ull << 20;  // database + WAL together
+  WhenFull when_full = WhenFull::kDropOldest;
+  uint64_t max_age_s = 0;  // 0: keep until delivered or pushed out by max_bytes
+  uint32_t group_commit_max_records = 4096;
+  uint32_t group_commit_max_delay_ms = 2;  // how long the writer waits to fill a group
+  uint32_t normal_sync_interval_ms = 100;  // sync=normal: bounded periodic fsync; 0 = never
+  uint32_t block_timeout_ms = 0;           // when_full=block: 0 waits for ever
+};
+
+struct KafkaConfig {
+  std::vector<std::string> brokers;  // bootstrap "host:port"
+  std::string compression = "zstd";  // zstd, lz4, gzip, snappy, none
+  std::string acks = "all";          // "all", "1", "0"
+  bool idempotence = true;
+  uint32_t linger_ms = 20;
+  uint32_t batch_bytes = 1u << 20;
+  uint32_t max_inflight_records = 20000;  // cap on records handed to librdkafka, not yet acked
+  uint64_t max_inflight_bytes = 16ull << 20;
+  uint32_t cursor_commit_interval_ms = 500;
+  uint32_t shutdown_grace_ms = 10000;
+  uint32_t backoff_initial_ms = 200;
+  uint32_t backoff_max_ms = 30000;
+  uint32_t message_timeout_ms = 60000;  // librdkafka's; an expired record is re-sent from the buffer
+  std::string topic_template = "edgeferry.{device}.{input}";  // {device} {input} {topic}
+  std::string key_template = "{device}.{input}";
+  // Passed through to librdkafka verbatim (security.protocol, sasl.*, ssl.*, client.rack ...).
+  // A property that one of our own keys sets is a config error.
+  std::map<std::string, std::string> properties;
+  // Secrets read from files at load time, merged into properties (e.g. "sasl.password").
+  std::map<std::string, std::string> property_files;
+};
+
+struct TlsConfig {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  std::string key_password;
+  bool verify_hostname = true;
+};
+
+struct MqttSubscription {
+  std::string filter;  // may be "$share/group/filter"
+  int qos = 1;
+};
+
+struct MqttInputConfig {
+  std::vector<std::string> uris;  // "tcp://127.0.0.1:1883", failover in order
+  std::string client_id;          // default: edgeferry-{device}-{input}
+  int version = 5;                // 3 (3.1.1) or 5
+  std::string username;
+  std::string password;  // from "password", "password_file" or "password_env"
+  std::optional<TlsConfig> tls;
+  uint32_t session_expiry_s = 7 * 24 * 3600;  // MQTT 5; 3.1.1 uses clean_session=false
+  uint32_t keep_alive_s = 30;
+  std::vector<MqttSubscription> subscriptions;
+  uint32_t connections = 1;  // >1 requires $share/ filters: appends group-commit together
+  uint32_t reconnect_min_ms = 250;
+  uint32_t reconnect_max_ms = 30000;
+  uint32_t max_payload_bytes = 1u << 20;  // larger messages are rejected (counted, logged)
+  // Topic-level pattern for device and key, e.g. "plant/{device}/+/{sensor}"; empty: none.
+  std::string topic_pattern;
+};
+
+struct SensorInputConfig {
+  // "hwmon", "thermal", "iio", "w1", "system", "exec", "simulated"
+  std::string kind;
+  uint32_t interval_ms = 10000;
+  uint32_t jitter_ms = 0;
+  uint32_t timeout_ms = 2000;
+  std::string sysfs_root = "/sys";
+  std::string procfs_root = "/proc";
+  std::vector<std::string> match;  // optional device/sensor name globs (hwmon, thermal, iio, w1)
+  // exec
+  std::vector<std::string> command;
+  std::string format = "json";  // exec output: "json" or "kv"
+  // system
+  std::vector<std::string> metrics;  // cpu, memory, load, disk, net; empty = all
+  std::vector<std::string> disk_paths = {"/"};
+  // simulated
+  uint32_t sensors = 1;
+  double rate_hz = 1.0;  // readings per second per simulated sensor
+  std::string waveform = "sine";  // sine, random, ramp, constant
+  uint32_t payload_bytes = 0;     // pad payloads to at least this size; 0 = natural size
+};
+
+struct InputConfig {
+  std::string name;  // unique; the record's source
+  std::string type;  // "mqtt" or a sensor kind
+  std::string topic;  // Kafka topic override for this input; empty: kafka.topic_template
+  bool enabled = true;
+  std::optional<MqttInputConfig> mqtt;
+  std::optional<SensorInputConfig> sensor;
+};
+
+struct MetricsConfig {
+  bool enabled = false;
+  std::string listen = "127.0.0.1:9464";
+};
+
+struct HeartbeatConfig {
+  bool enabled = false;
+  uint32_t interval_s = 60;
+  std::string topic = "edgeferry.heartbeat";
+};
+
+struct Config {
+  std::string device_id;
+  std::string log_level = "info";
+  BufferConfig buffer;
+  KafkaConfig kafka;
+  std::vector<InputConfig> inputs;
+  MetricsConfig metrics;
+  HeartbeatConfig heartbeat;
+  std::string source_path;  // the file it came from
+};
+
+// One problem in a config file: the JSON pointer where it is ("/inputs/2/topics/0/qos"), what was
+// found and what is allowed.
+struct ConfigError {
+  std::string path;
+  std::string message;
+  std::string ToString() const { return (path.empty() ? std::string("/") : path) + ": " + message; }
+};
+
+struct LoadResult {
+  std::optional<Config> config;     // set when errors is empty
+  std::vector<ConfigError> errors;  // every problem at once, in document order
+};
+
+// Reads, substitutes ${VAR} from the environment, reads *_file secrets, validates. Never throws.
+LoadResult LoadFile(const std::string& path);
+LoadResult LoadString(const std::string& text, const std::string& origin = "<string>");
+
+inline constexpr const char* kDefaultPath = "/etc/edgeferry/edgeferry.json";
+
+}  // namespace edgeferry::config
