@@ -1,0 +1,118 @@
+// The forwarder drains a RecordSource (the on-device buffer) into Kafka with no loss.
+//
+// Durability contract: the "kafka" cursor in the source only ever moves to a sequence number
+// below which every record has a successful delivery report from Kafka (acks=all by default) or
+// was moved to the dead-letter table. A failed delivery (broker down, timeout, leader change,
+// message.timeout.ms expiry, fatal idempotent-producer error) never drops a record: the forwarder
+// stops sending, backs off, and re-reads from its tracked position. Delivery is at-least-once;
+// duplicates can only come from the in-flight window (max_inflight_records).
+//
+// Every record sent carries these headers, after the record's own ones, so that a consumer can
+// drop duplicates:
+//   ef.device  the agent's device id
+//   ef.seq     the buffer sequence number, decimal ASCII (unique and increasing per device)
+//   ef.source  the input name that produced the record
+//
+// Threading: the forwarder owns one thread (Start/Stop). Only that thread calls librdkafka's poll,
+// so delivery reports run on it. GetStats() and ProgressTicks() may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/seams.h"
+#include "common/status.h"
+#include "config/config.h"
+
+namespace edgeferry::forwarder {
+
+// The cursor the forwarder loads and commits in the RecordSource.
+inline constexpr std::string_view kCursorName = "kafka";
+
+inline constexpr const char* kHeaderDevice = "ef.device";
+inline constexpr const char* kHeaderSeq = "ef.seq";
+inline constexpr const char* kHeaderSource = "ef.source";
+
+struct Stats {
+  uint64_t delivered_records = 0;  // successful delivery reports (resends counted again)
+  uint64_t delivered_bytes = 0;    // Record::ByteSize() of those
+  uint64_t inflight_records = 0;   // handed to librdkafka, no delivery report yet
+  uint64_t inflight_bytes = 0;
+  uint64_t resent_records = 0;     // records produced again after a failed delivery
+  uint64_t dead_lettered = 0;      // records moved to the dead-letter table
+  uint64_t producer_restarts = 0;  // producers destroyed and recreated after a fatal error
+  uint64_t delivery_failures = 0;  // failed delivery reports of any kind
+  // Failed deliveries and produce() refusals by librdkafka error name (e.g. "_MSG_TIMED_OUT").
+  std::map<std::string, uint64_t> errors_by_kind;
+  int64_t last_delivery_unix_ms = 0;  // 0: nothing delivered since start
+  uint64_t cursor = 0;                // everything <= cursor is delivered (in memory)
+  uint64_t committed_cursor = 0;      // last value committed to the source
+  bool backing_off = false;           // sending paused after a failure
+  std::string last_error;             // the most recent failure, human readable; empty if none
+};
+
+// Construction options beyond the kafka section.
+struct Options {
+  std::string device_id;
+  // Input name -> Kafka topic (InputConfig::topic) for inputs that override the template.
+  std::map<std::string, std::string> input_topics;
+  Clock* clock = SystemClock();
+};
+
+class Forwarder {
+ public:
+  // Validates `cfg` (ValidateKafkaConfig: every problem, incl. pass-through properties that
+  // conflict with our own keys -> InvalidArgument naming the key) and creates the producer. No
+  // network I/O happens here. `source` must outlive the Forwarder.
+  static Result<std::unique_ptr<Forwarder>> Create(const config::KafkaConfig& cfg,
+                                                   std::string device_id, RecordSource* source,
+                                                   Clock* clock = SystemClock());
+  static Result<std::unique_ptr<Forwarder>> Create(const config::KafkaConfig& cfg, Options options,
+                                                   RecordSource* source);
+
+  // Stops (with the configured shutdown grace) if still running.
+  ~Forwarder();
+  Forwarder(const Forwarder&) = delete;
+  Forwarder& operator=(const Forwarder&) = delete;
+
+  // Loads the cursor and starts the forwarder's own thread. Fails if the cursor cannot be loaded
+  // or it was already started.
+  Status Start();
+
+  // Stops reading, waits up to `grace` for in-flight deliveries, commits the cursor, joins the
+  // thread. Records still in flight after `grace` stay in the source and are sent again on the
+  // next start. Idempotent.
+  void Stop(std::chrono::milliseconds grace);
+
+  Stats GetStats() const;
+
+  // Increments on every iteration of the forwarder loop (also while idle or backing off): a
+  // watchdog checks that it moves.
+  uint64_t ProgressTicks() const;
+
+  // Test hook: makes librdkafka raise a fatal error on the current producer (as the idempotence
+  // desync bugs of librdkafka 2.0.2 do), handled like a real one. Thread-safe.
+  void InjectFatalErrorForTesting();
+
+  class Impl;
+
+ private:
+  explicit Forwarder(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// rd_kafka_version_str() of the linked librdkafka, e.g. "2.0.2".
+std::string LibrdkafkaVersion();
+
+// Every problem with the kafka section (no network): bad enum values, ranges, templates, and
+// pass-through properties that one of our keys sets or that librdkafka rejects. Each message
+// names the key, e.g. "properties.acks: conflicts with kafka.acks; set it there".
+std::vector<std::string> ValidateKafkaConfig(const config::KafkaConfig& cfg);
+
+}  // namespace edgeferry::forwarder
