@@ -1,12 +1,27 @@
 #include "sensors/sensors.h"
 
+#include "sensors/sensor_input.h"
+
 namespace edgeferry::sensors {
 
-// Placeholder while the adapters land (issue 5): the API above is final.
-Result<std::unique_ptr<Input>> CreateInput(const config::InputConfig& cfg, const std::string&,
-                                           RecordSink*, Clock*, std::shared_ptr<SensorScheduler>) {
-  return Status::InvalidArgument("input " + cfg.name + ": type " + cfg.type +
-                                 " is not implemented yet");
+Result<std::unique_ptr<Input>> CreateInput(const config::InputConfig& cfg,
+                                           const std::string& device_id, RecordSink* sink,
+                                           Clock* clock,
+                                           std::shared_ptr<SensorScheduler> scheduler) {
+  if (sink == nullptr) return Status::InvalidArgument("input " + cfg.name + ": no sink");
+  if (clock == nullptr) clock = SystemClock();
+  if (cfg.type == "mqtt") {
+    return Status::InvalidArgument("input " + cfg.name + ": type mqtt is not implemented yet");
+  }
+  if (!cfg.sensor) {
+    return Status::InvalidArgument("input " + cfg.name + ": type \"" + cfg.type +
+                                   "\" needs its sensor settings");
+  }
+  auto reader = MakeReader(cfg, clock);
+  if (!reader.ok()) return reader.status();
+  if (!scheduler) scheduler = NewSensorScheduler(clock);
+  return std::unique_ptr<Input>(std::make_unique<SensorInput>(
+      cfg, device_id, sink, clock, std::move(scheduler), std::move(reader).value()));
 }
 
 }  // namespace edgeferry::sensors
