@@ -146,7 +146,8 @@ class Process {
   std::optional<int> exit_status_;
 };
 
-// Absolute path of the built agent binary ($<TARGET_FILE:edgeferry>).
+// Absolute path of the built agent binary ($<TARGET_FILE:edgeferry>). The rig does not depend
+// on the agent target: a test that runs the binary adds add_dependencies(<test> edgeferry).
 std::string EdgeferryBinary();
 // Source tree root (for config/examples etc.).
 std::filesystem::path SourceDir();
@@ -221,7 +222,10 @@ class KafkaCluster {
   // (static voters, default.replication.factor=3, min.insync.replicas=2). Returns when every node
   // answers metadata requests with all brokers registered. See the header comment for
   // EDGEFERRY_TEST_KAFKA.
-  static std::unique_ptr<KafkaCluster> Start(int nodes = 1, const Props& props = {});
+  // `detachable`: brokers survive this process (no PDEATHSIG, own session) once Detach() is
+  // called; for the ctest fixture and scripts/demo (tests/rig/edgeferry_rig.cc), not for tests.
+  static std::unique_ptr<KafkaCluster> Start(int nodes = 1, const Props& props = {},
+                                             bool detachable = false);
   // A one-node cluster shared by tests that only produce and consume (see header comment).
   static std::unique_ptr<KafkaCluster> Shared();
 
@@ -267,6 +271,12 @@ class KafkaCluster {
   std::filesystem::path node_dir(int i) const;
   std::filesystem::path log_path(int i) const;  // log4j server.log of node i
 
+  // Leaves the brokers running and their directory in place after destruction (requires
+  // detachable=true). The caller stops them by pid and removes dir().
+  void Detach();
+  std::vector<int> pids() const;
+  std::filesystem::path dir() const;
+
   struct Node;  // internal
 
  private:
@@ -277,6 +287,7 @@ class KafkaCluster {
   std::string Tails() const;
 
   bool owned_ = true;
+  bool detachable_ = false;
   std::string external_bootstrap_;
   std::unique_ptr<TempDir> dir_;
   std::string cluster_id_;
