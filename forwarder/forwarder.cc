@@ -1,0 +1,699 @@
+#include "forwarder/forwarder.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "common/log.h"
+#include "forwarder/backoff.h"
+#include "forwarder/cursor_tracker.h"
+#include "forwarder/kafka_conf.h"
+#include "forwarder/rdkafka_handles.h"
+#include "forwarder/routing.h"
+
+namespace edgeferry::forwarder {
+namespace {
+
+constexpr const char* kLog = "forwarder";
+// Upper bound on one ReadAfter, so that one read does not pin a large allocation.
+constexpr size_t kMaxReadRecords = 4096;
+
+// Errors after which sending the same record again can never succeed. Everything else (broker
+// down, timeouts, leader changes, missing topic, authorization) is transient: keep the record and
+// try again after a back-off.
+bool IsPermanent(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+class Forwarder::Impl {
+ public:
+  Impl(const config::KafkaConfig& cfg, Options options, RecordSource* source)
+      : cfg_(cfg),
+        opts_(std::move(options)),
+        source_(source),
+        clock_(opts_.clock != nullptr ? opts_.clock : SystemClock()),
+        backoff_(std::chrono::milliseconds(cfg.backoff_initial_ms),
+                 std::chrono::milliseconds(cfg.backoff_max_ms), clock_),
+        log_limiter_(std::chrono::seconds(60), clock_) {
+    slots_.resize(cfg.max_inflight_records);
+    free_slots_.reserve(cfg.max_inflight_records);
+    for (uint32_t i = cfg.max_inflight_records; i > 0; --i) free_slots_.push_back(i - 1);
+  }
+
+  ~Impl() {
+    // Stop() was called by ~Forwarder; nothing may outlive the producer's callbacks.
+    DestroyProducer();
+  }
+
+  Status Init() {
+    auto conf = BuildProducerConf(cfg_, "edgeferry-" + opts_.device_id);
+    if (!conf.ok()) return conf.status();
+    return CreateProducer();
+  }
+
+  Status Start() {
+    std::lock_guard lock(lifecycle_mu_);
+    if (thread_.joinable() || started_) return Status::InvalidArgument("forwarder already started");
+    auto cursor = source_->LoadCursor(kCursorName);
+    if (!cursor.ok()) return cursor.status();
+    tracker_.Reset(*cursor);
+    committed_ = *cursor;
+    read_pos_ = *cursor;
+    {
+      std::lock_guard s(stats_mu_);
+      stats_.cursor = stats_.committed_cursor = *cursor;
+    }
+    EF_LOG(kInfo, kLog, "librdkafka {}; resuming after seq {} (cursor \"{}\")",
+           rd_kafka_version_str(), *cursor, kCursorName);
+    started_ = true;
+    thread_ = std::thread([this] { Run(); });
+    return Status::Ok();
+  }
+
+  void Stop(std::chrono::milliseconds grace) {
+    std::lock_guard lock(lifecycle_mu_);
+    if (!thread_.joinable()) return;
+    grace_ms_ = grace.count();
+    stop_ = true;
+    thread_.join();
+  }
+
+  Stats GetStats() const {
+    std::lock_guard s(stats_mu_);
+    return stats_;
+  }
+
+  uint64_t ProgressTicks() const { return ticks_.load(std::memory_order_relaxed); }
+
+  void InjectFatal() { inject_fatal_ = true; }
+
+ private:
+  struct Slot {
+    uint64_t seq = 0;
+    uint64_t bytes = 0;
+    bool used = false;
+  };
+  struct Completion {
+    uint32_t slot;
+    rd_kafka_resp_err_t err;
+  };
+  enum class Outcome { kSent, kDone, kBackpressure, kStop };
+
+  // ---- librdkafka callbacks: all run on the forwarder thread inside rd_kafka_poll (dr, error)
+  // or on librdkafka threads (log). No exception may escape into C.
+  static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) noexcept {
+    auto* self = static_cast<Impl*>(opaque);
+    try {
+      auto slot = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(msg->_private) - 1);
+      self->completions_.push_back({slot, msg->err});
+    } catch (...) {
+      // Out of memory: the slot stays used, the record is resent after the next producer reset.
+      self->fatal_ = true;
+    }
+  }
+
+  static void OnError(rd_kafka_t*, int err, const char* reason, void* opaque) noexcept {
+    auto* self = static_cast<Impl*>(opaque);
+    try {
+      auto e = static_cast<rd_kafka_resp_err_t>(err);
+      if (e == RD_KAFKA_RESP_ERR__FATAL) {
+        self->fatal_ = true;
+        return;
+      }
+      self->LogLimited(LogLevel::kWarning, rd_kafka_err2name(e),
+                       fmt::format("{}: {}", rd_kafka_err2name(e), reason));
+      self->SetLastError(fmt::format("{}: {}", rd_kafka_err2name(e), reason));
+    } catch (...) {
+    }
+  }
+
+  static void OnLog(const rd_kafka_t*, int level, const char* fac, const char* buf) noexcept {
+    try {
+      if (level <= 4 && std::string_view(fac) == "CONFWARN") {
+        EF_LOG(kWarning, kLog, "librdkafka {}: {}", fac, buf);
+      } else {
+        EF_LOG(kDebug, kLog, "librdkafka {}: {}", fac, buf);
+      }
+    } catch (...) {
+    }
+  }
+
+  void LogLimited(LogLevel level, std::string_view key, const std::string& line) {
+    uint64_t suppressed = 0;
+    if (!log_limiter_.Allow(key, &suppressed)) return;
+    if (suppressed > 0) {
+      LogLine(level, kLog,
+              fmt::format("{} ({} more like it since the last report)", line, suppressed));
+    } else {
+      LogLine(level, kLog, line);
+    }
+  }
+
+  void SetLastError(std::string e) {
+    std::lock_guard s(stats_mu_);
+    stats_.last_error = std::move(e);
+  }
+
+  Status CreateProducer() {
+    auto conf = BuildProducerConf(cfg_, "edgeferry-" + opts_.device_id);
+    if (!conf.ok()) return conf.status();
+    rd_kafka_conf_t* c = conf->get();
+    rd_kafka_conf_set_dr_msg_cb(c, &Impl::OnDelivery);
+    rd_kafka_conf_set_error_cb(c, &Impl::OnError);
+    rd_kafka_conf_set_log_cb(c, &Impl::OnLog);
+    rd_kafka_conf_set_opaque(c, this);
+    char errstr[512];
+    rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
+    if (rk == nullptr) {
+      return Status::InvalidArgument(fmt::format("kafka: cannot create producer: {}", errstr));
+    }
+    (void)conf->release();  // rd_kafka_new succeeded and now owns the conf
+    rk_.reset(rk);
+    return Status::Ok();
+  }
+
+  void DestroyProducer() {
+    topics_.clear();  // topic handles hold references on rk
+    rk_.reset();
+    completions_.clear();
+    for (uint32_t i = 0; i < slots_.size(); ++i) {
+      if (slots_[i].used) FreeSlot(i);
+    }
+    tracker_.FailAllInFlight();
+  }
+
+  uint32_t AllocSlot(uint64_t seq, uint64_t bytes) {
+    uint32_t i = free_slots_.back();
+    free_slots_.pop_back();
+    slots_[i] = {seq, bytes, true};
+    ++inflight_records_;
+    inflight_bytes_ += bytes;
+    return i;
+  }
+  void FreeSlot(uint32_t i) {
+    slots_[i].used = false;
+    free_slots_.push_back(i);
+    --inflight_records_;
+    inflight_bytes_ -= slots_[i].bytes;
+  }
+
+  void Poll(int timeout_ms) {
+    if (rk_) rd_kafka_poll(rk_.get(), timeout_ms);
+    HandleCompletions();
+  }
+
+  void CountError(rd_kafka_resp_err_t err, uint64_t n = 1) {
+    std::lock_guard s(stats_mu_);
+    stats_.errors_by_kind[rd_kafka_err2name(err)] += n;
+  }
+
+  void HandleCompletions() {
+    if (completions_.empty()) return;
+    uint64_t ok = 0, ok_bytes = 0, failed = 0;
+    for (const Completion& c : completions_) {
+      if (c.slot >= slots_.size() || !slots_[c.slot].used) continue;
+      uint64_t seq = slots_[c.slot].seq;
+      uint64_t bytes = slots_[c.slot].bytes;
+      FreeSlot(c.slot);
+      bool isolated = (seq == isolating_seq_);
+      if (isolated) isolating_seq_ = 0;
+      if (c.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        tracker_.OnDelivered(seq);
+        ++ok;
+        ok_bytes += bytes;
+        if (isolated) suspects_.erase(seq);
+        continue;
+      }
+      ++failed;
+      CountError(c.err);
+      std::string reason = fmt::format("{}: {}", rd_kafka_err2name(c.err), rd_kafka_err2str(c.err));
+      if (IsPermanent(c.err)) {
+        if (isolated) {
+          // It failed alone, so the record itself is at fault: move it aside, keep going.
+          DeadLetterBySeq(seq, reason);
+          suspects_.erase(seq);
+          continue;
+        }
+        // A broker-side size error fails the whole batch: send each record of it alone to find
+        // the one at fault instead of dead-lettering innocent neighbours.
+        suspects_.insert(seq);
+        tracker_.OnFailed(seq);
+        EnterRecovery(reason, /*transient=*/false);
+        continue;
+      }
+      tracker_.OnFailed(seq);
+      EnterRecovery(reason, /*transient=*/true);
+    }
+    completions_.clear();
+    if (ok > 0) {
+      if (!recovering_) backoff_.Reset();
+      std::lock_guard s(stats_mu_);
+      stats_.delivered_records += ok;
+      stats_.delivered_bytes += ok_bytes;
+      stats_.last_delivery_unix_ms = clock_->NowUnixMs();
+    }
+    if (failed > 0) {
+      std::lock_guard s(stats_mu_);
+      stats_.delivery_failures += failed;
+    }
+  }
+
+  // Stops sending; after the in-flight window has drained and the back-off has passed, the loop
+  // re-reads from the tracked cursor and sends again what was not delivered.
+  void EnterRecovery(const std::string& reason, bool transient) {
+    if (recovering_) return;
+    recovering_ = true;
+    batch_.clear();
+    batch_pos_ = 0;
+    std::chrono::milliseconds delay(0);
+    if (transient) delay = backoff_.Fail();
+    LogLimited(LogLevel::kWarning, reason.substr(0, reason.find(':')),
+               fmt::format("delivery failed ({}); holding records from seq {} in the buffer, "
+                           "retrying in {} ms",
+                           reason, tracker_.cursor() + 1, delay.count()));
+    std::lock_guard s(stats_mu_);
+    stats_.last_error = reason;
+    stats_.backing_off = true;
+  }
+
+  bool DeadLetter(const StoredRecord& r, const std::string& reason) {
+    Status st = source_->DeadLetter(r, reason);
+    if (!st.ok()) {
+      LogLimited(LogLevel::kError, "dead-letter",
+                 fmt::format("cannot dead-letter seq {}: {}", r.seq, st.ToString()));
+      return false;
+    }
+    EF_LOG(kWarning, kLog, "seq {} from input \"{}\" moved to the dead-letter table: {}", r.seq,
+           r.record.source, reason);
+    std::lock_guard s(stats_mu_);
+    ++stats_.dead_lettered;
+    return true;
+  }
+
+  void DeadLetterBySeq(uint64_t seq, const std::string& reason) {
+    auto rs = source_->ReadAfter(seq - 1, 1, std::numeric_limits<size_t>::max());
+    if (!rs.ok()) {
+      tracker_.OnFailed(seq);
+      EnterRecovery("reading the buffer: " + rs.status().ToString(), true);
+      return;
+    }
+    if (rs->empty() || rs->front().seq != seq) {
+      tracker_.OnDelivered(seq);  // gone from the buffer meanwhile: nothing left to move
+      return;
+    }
+    if (DeadLetter(rs->front(), reason)) {
+      tracker_.OnDelivered(seq);
+    } else {
+      tracker_.OnFailed(seq);
+      suspects_.insert(seq);
+      EnterRecovery("dead-letter table unavailable", true);
+    }
+  }
+
+  rd_kafka_topic_t* TopicHandle(const std::string& name) {
+    auto it = topics_.find(name);
+    if (it != topics_.end()) return it->second.get();
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk_.get(), name.c_str(), nullptr);
+    if (rkt == nullptr) return nullptr;
+    topics_.emplace(name, KafkaTopicPtr(rkt));
+    return rkt;
+  }
+
+  struct Route {
+    std::string topic;
+    std::string key;
+  };
+  const Route& DefaultRoute(const std::string& input) {
+    auto it = routes_.find(input);
+    if (it != routes_.end()) return it->second;
+    Route r;
+    auto t = opts_.input_topics.find(input);
+    r.topic = (t != opts_.input_topics.end() && !t->second.empty())
+                  ? t->second
+                  : ExpandTemplate(cfg_.topic_template, opts_.device_id, input, "");
+    r.key = ExpandTemplate(cfg_.key_template, opts_.device_id, input, "");
+    return routes_.emplace(input, std::move(r)).first->second;
+  }
+
+  Outcome Produce(const StoredRecord& sr) {
+    const Record& r = sr.record;
+    const Route& def = DefaultRoute(r.source);
+    const std::string& topic = r.topic.empty() ? def.topic : r.topic;
+    std::string key_buf;
+    const std::string* key = &r.key;
+    if (r.key.empty()) {
+      if (cfg_.key_template.find("{topic}") != std::string::npos) {
+        key_buf = ExpandTemplate(cfg_.key_template, opts_.device_id, r.source, r.topic);
+        key = &key_buf;
+      } else {
+        key = &def.key;
+      }
+    }
+    bool resend = sr.seq <= tracker_.highest();
+    if (!tracker_.OnSent(sr.seq)) return Outcome::kDone;  // already delivered or below cursor
+
+    if (!IsValidTopicName(topic)) {
+      return DeadLetterNow(sr, fmt::format("invalid Kafka topic name \"{}\"", topic));
+    }
+    rd_kafka_topic_t* rkt = TopicHandle(topic);
+    if (rkt == nullptr) {
+      return DeadLetterNow(
+          sr, fmt::format("topic \"{}\": {}", topic, rd_kafka_err2str(rd_kafka_last_error())));
+    }
+    KafkaHeadersPtr hdrs(rd_kafka_headers_new(r.headers.size() + 3));
+    for (const Header& h : r.headers) {
+      rd_kafka_header_add(hdrs.get(), h.name.data(), static_cast<ssize_t>(h.name.size()),
+                          h.value.data(), h.value.size());
+    }
+    std::string seq_str = std::to_string(sr.seq);
+    rd_kafka_header_add(hdrs.get(), kHeaderDevice, -1, opts_.device_id.data(),
+                        opts_.device_id.size());
+    rd_kafka_header_add(hdrs.get(), kHeaderSeq, -1, seq_str.data(), seq_str.size());
+    rd_kafka_header_add(hdrs.get(), kHeaderSource, -1, r.source.data(), r.source.size());
+
+    uint64_t bytes = r.ByteSize();
+    uint32_t slot = AllocSlot(sr.seq, bytes);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        rk_.get(), RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_VALUE(const_cast<char*>(r.payload.data()), r.payload.size()),
+        RD_KAFKA_V_KEY(key->empty() ? nullptr : key->data(), key->size()),
+        RD_KAFKA_V_TIMESTAMP(r.event_time_ms), RD_KAFKA_V_HEADERS(hdrs.get()),
+        RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(slot) + 1)),
+        RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      (void)hdrs.release();  // producev succeeded and now owns the headers
+      if (resend) {
+        std::lock_guard s(stats_mu_);
+        ++stats_.resent_records;
+      }
+      return Outcome::kSent;
+    }
+    FreeSlot(slot);
+    tracker_.OnFailed(sr.seq);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) return Outcome::kBackpressure;
+    CountError(err);
+    std::string reason = fmt::format("{}: {}", rd_kafka_err2name(err), rd_kafka_err2str(err));
+    if (IsPermanent(err)) {
+      tracker_.OnSent(sr.seq);
+      return DeadLetterNow(sr, reason);
+    }
+    EnterRecovery(reason, /*transient=*/true);
+    return Outcome::kStop;
+  }
+
+  // `sr` is tracked as sent (kInFlight, no slot): dead-letter it and let the cursor pass it.
+  Outcome DeadLetterNow(const StoredRecord& sr, const std::string& reason) {
+    if (DeadLetter(sr, reason)) {
+      tracker_.OnDelivered(sr.seq);
+      return Outcome::kDone;
+    }
+    tracker_.OnFailed(sr.seq);
+    EnterRecovery("dead-letter table unavailable", true);
+    return Outcome::kStop;
+  }
+
+  void MaybeCommit(bool force) {
+    uint64_t c = tracker_.cursor();
+    auto now = clock_->Now();
+    if (c > committed_ && (force || now - last_commit_ >= std::chrono::milliseconds(
+                                                              cfg_.cursor_commit_interval_ms))) {
+      last_commit_ = now;
+      Status st = source_->CommitCursor(kCursorName, c);
+      if (st.ok()) {
+        committed_ = c;
+      } else {
+        LogLimited(LogLevel::kError, "commit",
+                   fmt::format("cannot commit cursor {}: {}", c, st.ToString()));
+      }
+    }
+  }
+
+  void PublishStats() {
+    std::lock_guard s(stats_mu_);
+    stats_.inflight_records = inflight_records_;
+    stats_.inflight_bytes = inflight_bytes_;
+    stats_.cursor = tracker_.cursor();
+    stats_.committed_cursor = committed_;
+    stats_.backing_off = recovering_;
+  }
+
+  void RecreateProducer() {
+    char errstr[512] = "";
+    rd_kafka_resp_err_t ferr =
+        rk_ ? rd_kafka_fatal_error(rk_.get(), errstr, sizeof errstr) : RD_KAFKA_RESP_ERR__FATAL;
+    std::string reason =
+        fmt::format("fatal producer error {}: {}", rd_kafka_err2name(ferr), errstr);
+    CountError(RD_KAFKA_RESP_ERR__FATAL);
+    if (rk_) {
+      // Collect the delivery reports that are already in (successes still count), then drop the
+      // rest: those records are still in the buffer above the cursor.
+      rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
+                                    RD_KAFKA_PURGE_F_NON_BLOCKING);
+      rd_kafka_poll(rk_.get(), 0);
+      bool was = recovering_;
+      recovering_ = true;  // failures of purged messages must not start a second back-off
+      HandleCompletions();
+      recovering_ = was;
+    }
+    DestroyProducer();
+    fatal_ = false;
+    EF_LOG(kWarning, kLog, "{}; producer recreated, resending from seq {}", reason,
+           tracker_.cursor() + 1);
+    {
+      std::lock_guard s(stats_mu_);
+      ++stats_.producer_restarts;
+    }
+    recovering_ = false;
+    EnterRecovery(reason, /*transient=*/true);
+    Status st = CreateProducer();
+    if (!st.ok()) LogLimited(LogLevel::kError, "create", st.ToString());
+  }
+
+  void Run() {
+    while (!stop_) {
+      ticks_.fetch_add(1, std::memory_order_relaxed);
+      if (inject_fatal_.exchange(false) && rk_) {
+        rd_kafka_test_fatal_error(rk_.get(), RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                  "injected by test");
+      }
+      Poll(0);
+      if (fatal_) RecreateProducer();
+      MaybeCommit(false);
+      PublishStats();
+      if (recovering_) {
+        if (inflight_records_ > 0 || !backoff_.Ready()) {
+          Poll(static_cast<int>(std::clamp<int64_t>(backoff_.Remaining().count(), 1, 50)));
+          continue;
+        }
+        if (!rk_) {
+          Status st = CreateProducer();
+          if (!st.ok()) {
+            LogLimited(LogLevel::kError, "create", st.ToString());
+            backoff_.Fail();
+            continue;
+          }
+        }
+        recovering_ = false;
+        read_pos_ = tracker_.cursor();
+        batch_.clear();
+        batch_pos_ = 0;
+      }
+      if (isolating_seq_ != 0) {
+        Poll(10);
+        continue;
+      }
+      if (batch_pos_ >= batch_.size()) {
+        if (!ReadBatch()) continue;
+      }
+      SendBatch();
+    }
+    Shutdown();
+  }
+
+  // Fills batch_ from the source. False if the loop should go round again (waited, or full).
+  bool ReadBatch() {
+    batch_.clear();
+    batch_pos_ = 0;
+    uint64_t cap = cfg_.max_inflight_records;
+    uint64_t cap_bytes = cfg_.max_inflight_bytes;
+    uint64_t free_records = cap - inflight_records_;
+    uint64_t free_bytes = cap_bytes > inflight_bytes_ ? cap_bytes - inflight_bytes_ : 0;
+    // Hysteresis: with a backlog, read in chunks rather than one record per delivery report.
+    bool room = inflight_records_ == 0 ||
+                (free_records >= std::max<uint64_t>(1, std::min<uint64_t>(cap / 4, 1024)) &&
+                 free_bytes >= cap_bytes / 4);
+    if (!room) {
+      Poll(10);
+      return false;
+    }
+    if (!source_->WaitForRecordsAfter(read_pos_, std::chrono::milliseconds(0))) {
+      if (read_pos_ < tracker_.highest()) {
+        tracker_.ForgetMissing(read_pos_, std::numeric_limits<uint64_t>::max());
+      }
+      if (inflight_records_ > 0) {
+        Poll(5);
+      } else {
+        auto wait = std::min<uint64_t>(100, cfg_.cursor_commit_interval_ms);
+        source_->WaitForRecordsAfter(read_pos_, std::chrono::milliseconds(wait));
+      }
+      return false;
+    }
+    auto rs = source_->ReadAfter(read_pos_, std::min<uint64_t>(free_records, kMaxReadRecords),
+                                 std::max<uint64_t>(free_bytes, 1));
+    if (!rs.ok()) {
+      EnterRecovery("reading the buffer: " + rs.status().ToString(), true);
+      return false;
+    }
+    batch_ = std::move(rs).value();
+    return !batch_.empty();
+  }
+
+  void SendBatch() {
+    while (batch_pos_ < batch_.size() && !stop_ && !recovering_ && !fatal_) {
+      const StoredRecord& sr = batch_[batch_pos_];
+      if (sr.seq <= read_pos_) {
+        ++batch_pos_;
+        continue;
+      }
+      if (read_pos_ < tracker_.highest()) tracker_.ForgetMissing(read_pos_, sr.seq);
+      if (sr.seq <= tracker_.cursor() || tracker_.IsDelivered(sr.seq)) {
+        read_pos_ = sr.seq;
+        ++batch_pos_;
+        continue;
+      }
+      if (inflight_records_ >= cfg_.max_inflight_records) {
+        Poll(10);
+        return;
+      }
+      bool suspect = !suspects_.empty() && suspects_.count(sr.seq) > 0;
+      if (suspect && inflight_records_ > 0) {
+        Poll(10);  // a suspect goes alone: wait for the window to drain
+        return;
+      }
+      Outcome o = Produce(sr);
+      if (o == Outcome::kBackpressure) {
+        Poll(10);
+        return;
+      }
+      if (o == Outcome::kStop) return;
+      read_pos_ = sr.seq;
+      ++batch_pos_;
+      if (suspect && o == Outcome::kSent) {
+        isolating_seq_ = sr.seq;
+        return;
+      }
+    }
+    Poll(0);
+  }
+
+  void Shutdown() {
+    auto deadline = clock_->Now() + std::chrono::milliseconds(grace_ms_.load());
+    while (rk_ && inflight_records_ > 0 && !fatal_ && clock_->Now() < deadline) {
+      ticks_.fetch_add(1, std::memory_order_relaxed);
+      Poll(10);
+    }
+    MaybeCommit(true);
+    if (inflight_records_ > 0) {
+      EF_LOG(kWarning, kLog,
+             "stopping with {} records in flight; they stay in the buffer and are sent again "
+             "on the next start",
+             inflight_records_);
+    }
+    DestroyProducer();
+    PublishStats();
+    EF_LOG(kInfo, kLog, "stopped; cursor {}", committed_);
+  }
+
+  const config::KafkaConfig cfg_;
+  const Options opts_;
+  RecordSource* const source_;
+  Clock* const clock_;
+
+  std::mutex lifecycle_mu_;
+  std::thread thread_;
+  bool started_ = false;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> grace_ms_{0};
+  std::atomic<bool> fatal_{false};
+  std::atomic<bool> inject_fatal_{false};
+  std::atomic<uint64_t> ticks_{0};
+
+  // Forwarder-thread state.
+  KafkaPtr rk_;
+  std::unordered_map<std::string, KafkaTopicPtr> topics_;
+  std::unordered_map<std::string, Route> routes_;
+  std::vector<Slot> slots_;
+  std::vector<uint32_t> free_slots_;
+  std::vector<Completion> completions_;
+  uint64_t inflight_records_ = 0;
+  uint64_t inflight_bytes_ = 0;
+  CursorTracker tracker_;
+  Backoff backoff_;
+  RateLimiter log_limiter_;
+  bool recovering_ = false;
+  uint64_t read_pos_ = 0;
+  uint64_t committed_ = 0;
+  Clock::TimePoint last_commit_{};
+  std::vector<StoredRecord> batch_;
+  size_t batch_pos_ = 0;
+  std::set<uint64_t> suspects_;  // failed with a batch-level size error; sent alone next time
+  uint64_t isolating_seq_ = 0;   // a suspect is in flight alone; nothing else is sent
+
+  mutable std::mutex stats_mu_;
+  Stats stats_;  // GUARDED_BY(stats_mu_)
+};
+
+Result<std::unique_ptr<Forwarder>> Forwarder::Create(const config::KafkaConfig& cfg,
+                                                     std::string device_id, RecordSource* source,
+                                                     Clock* clock) {
+  Options o;
+  o.device_id = std::move(device_id);
+  o.clock = clock;
+  return Create(cfg, std::move(o), source);
+}
+
+Result<std::unique_ptr<Forwarder>> Forwarder::Create(const config::KafkaConfig& cfg,
+                                                     Options options, RecordSource* source) {
+  if (source == nullptr) return Status::InvalidArgument("forwarder: no record source");
+  if (options.device_id.empty()) return Status::InvalidArgument("forwarder: empty device id");
+  for (const auto& [input, topic] : options.input_topics) {
+    if (!topic.empty() && !IsValidTopicName(topic)) {
+      return Status::InvalidArgument(
+          fmt::format("input \"{}\": topic \"{}\" is not a valid Kafka topic name", input, topic));
+    }
+  }
+  auto impl = std::make_unique<Impl>(cfg, std::move(options), source);
+  Status st = impl->Init();
+  if (!st.ok()) return st;
+  return std::unique_ptr<Forwarder>(new Forwarder(std::move(impl)));
+}
+
+Forwarder::Forwarder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Forwarder::~Forwarder() { Stop(std::chrono::milliseconds(0)); }
+Status Forwarder::Start() { return impl_->Start(); }
+void Forwarder::Stop(std::chrono::milliseconds grace) { impl_->Stop(grace); }
+Stats Forwarder::GetStats() const { return impl_->GetStats(); }
+uint64_t Forwarder::ProgressTicks() const { return impl_->ProgressTicks(); }
+void Forwarder::InjectFatalErrorForTesting() { impl_->InjectFatal(); }
+
+}  // namespace edgeferry::forwarder

@@ -1,0 +1,21 @@
+// Where a record goes and with which key: templates with {device}, {input} and {topic}
+// placeholders ({topic} is the record's own topic, empty if it has none), and Kafka's topic
+// name rules. Pure functions, thread-safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace edgeferry::forwarder {
+
+// "" if `tmpl` is well formed (only known placeholders, balanced braces), else what is wrong.
+std::string CheckTemplate(std::string_view tmpl);
+
+// Expands a template that passed CheckTemplate. Unknown placeholders are kept verbatim.
+std::string ExpandTemplate(std::string_view tmpl, std::string_view device, std::string_view input,
+                           std::string_view topic);
+
+// Kafka's rule: 1..249 characters of [a-zA-Z0-9._-], not "." or "..".
+bool IsValidTopicName(std::string_view name);
+
+}  // namespace edgeferry::forwarder

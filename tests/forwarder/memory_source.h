@@ -1,0 +1,127 @@
+// An in-memory RecordSource for forwarder tests: records with increasing seqs, named cursors,
+// dead-letter capture, and optional trimming (to imitate the buffer's drop_oldest policy).
+// Thread-safe.
+#pragma once
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/seams.h"
+
+namespace edgeferry::forwarder::testing {
+
+class MemorySource : public RecordSource {
+ public:
+  struct DeadLetterEntry {
+    StoredRecord record;
+    std::string reason;
+  };
+
+  uint64_t Append(Record r) {
+    std::lock_guard lock(mu_);
+    StoredRecord sr;
+    sr.seq = ++last_seq_;
+    sr.ingest_time_ms = r.event_time_ms;
+    sr.record = std::move(r);
+    records_.emplace(sr.seq, std::move(sr));
+    cv_.notify_all();
+    return last_seq_;
+  }
+  // Leaves a hole in the sequence (as records dropped by the size policy do).
+  void SkipSeqs(uint64_t n) {
+    std::lock_guard lock(mu_);
+    last_seq_ += n;
+  }
+  // Removes records with seq <= upto whether delivered or not (drop_oldest under pressure).
+  void Trim(uint64_t upto) {
+    std::lock_guard lock(mu_);
+    records_.erase(records_.begin(), records_.upper_bound(upto));
+  }
+
+  Result<std::vector<StoredRecord>> ReadAfter(uint64_t after_seq, size_t max_records,
+                                              size_t max_bytes) override {
+    std::lock_guard lock(mu_);
+    ++reads_;
+    if (fail_reads_ > 0) {
+      --fail_reads_;
+      return Status::IOError("injected read failure");
+    }
+    std::vector<StoredRecord> out;
+    size_t bytes = 0;
+    for (auto it = records_.upper_bound(after_seq); it != records_.end(); ++it) {
+      if (out.size() >= max_records) break;
+      size_t b = it->second.record.payload.size();
+      if (!out.empty() && bytes + b > max_bytes) break;
+      bytes += b;
+      out.push_back(it->second);
+    }
+    return out;
+  }
+
+  bool WaitForRecordsAfter(uint64_t after_seq, std::chrono::milliseconds max_wait) override {
+    std::unique_lock lock(mu_);
+    auto has = [&] { return records_.upper_bound(after_seq) != records_.end(); };
+    if (max_wait.count() <= 0) return has();
+    return cv_.wait_for(lock, max_wait, has);
+  }
+
+  Result<uint64_t> LoadCursor(std::string_view name) override {
+    std::lock_guard lock(mu_);
+    auto it = cursors_.find(std::string(name));
+    return it == cursors_.end() ? 0 : it->second;
+  }
+
+  Status CommitCursor(std::string_view name, uint64_t seq) override {
+    std::lock_guard lock(mu_);
+    ++commits_;
+    uint64_t& c = cursors_[std::string(name)];
+    c = std::max(c, seq);
+    return Status::Ok();
+  }
+
+  Status DeadLetter(const StoredRecord& record, std::string_view reason) override {
+    std::lock_guard lock(mu_);
+    dead_letters_.push_back({record, std::string(reason)});
+    return Status::Ok();
+  }
+
+  uint64_t cursor(const std::string& name = "kafka") {
+    std::lock_guard lock(mu_);
+    auto it = cursors_.find(name);
+    return it == cursors_.end() ? 0 : it->second;
+  }
+  uint64_t last_seq() {
+    std::lock_guard lock(mu_);
+    return last_seq_;
+  }
+  std::vector<DeadLetterEntry> dead_letters() {
+    std::lock_guard lock(mu_);
+    return dead_letters_;
+  }
+  uint64_t commits() {
+    std::lock_guard lock(mu_);
+    return commits_;
+  }
+  void FailNextReads(int n) {
+    std::lock_guard lock(mu_);
+    fail_reads_ = n;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, StoredRecord> records_;
+  uint64_t last_seq_ = 0;
+  std::map<std::string, uint64_t> cursors_;
+  std::vector<DeadLetterEntry> dead_letters_;
+  uint64_t commits_ = 0;
+  uint64_t reads_ = 0;
+  int fail_reads_ = 0;
+};
+
+}  // namespace edgeferry::forwarder::testing

@@ -1,0 +1,385 @@
+// The forwarder against librdkafka's in-process mock cluster, for protocol errors a real broker
+// cannot produce on demand: NOT_LEADER_FOR_PARTITION, REQUEST_TIMED_OUT, MESSAGE_TOO_LARGE,
+// brokers down and up, a fatal idempotent-producer error. No external process.
+#include <doctest/doctest.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "forwarder/forwarder.h"
+#include "tests/forwarder/memory_source.h"
+#include "tests/forwarder/test_util.h"
+
+namespace edgeferry::forwarder {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::MemorySource;
+
+// An in-process mock cluster; the rd_kafka_t it hangs off exists only to own it.
+class MockCluster {
+ public:
+  explicit MockCluster(int brokers) {
+    char errstr[256];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof errstr);
+    rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (rk_ == nullptr) {
+      rd_kafka_conf_destroy(conf);
+      throw std::runtime_error(errstr);
+    }
+    mc_ = rd_kafka_mock_cluster_new(rk_, brokers);
+    if (mc_ == nullptr) throw std::runtime_error("rd_kafka_mock_cluster_new failed");
+    brokers_ = brokers;
+  }
+  ~MockCluster() {
+    rd_kafka_mock_cluster_destroy(mc_);
+    rd_kafka_destroy(rk_);
+  }
+  std::string bootstrap() const { return rd_kafka_mock_cluster_bootstraps(mc_); }
+  std::vector<std::string> brokers() const {
+    std::vector<std::string> out;
+    std::stringstream ss(bootstrap());
+    for (std::string b; std::getline(ss, b, ',');) out.push_back(b);
+    return out;
+  }
+  rd_kafka_mock_cluster_t* get() { return mc_; }
+  void CreateTopic(const std::string& name, int partitions) {
+    REQUIRE(rd_kafka_mock_topic_create(mc_, name.c_str(), partitions, std::min(3, brokers_)) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  void SetAllBrokersDown(bool down) {
+    for (int id = 1; id <= brokers_; ++id) {
+      if (down) {
+        rd_kafka_mock_broker_set_down(mc_, id);
+      } else {
+        rd_kafka_mock_broker_set_up(mc_, id);
+      }
+    }
+  }
+
+ private:
+  rd_kafka_t* rk_ = nullptr;
+  rd_kafka_mock_cluster_t* mc_ = nullptr;
+  int brokers_ = 0;
+};
+
+// Kafka protocol ApiKey of Produce requests (librdkafka keeps its RD_KAFKAP_* names internal).
+constexpr int16_t kApiKeyProduce = 0;
+constexpr const char* kTopic = "fwd-mock";
+const std::vector<std::string> kInputs = {"temp", "humidity", "plant-mqtt"};
+
+config::KafkaConfig MockConfig(const MockCluster& mc) {
+  config::KafkaConfig c;
+  c.brokers = mc.brokers();
+  c.topic_template = kTopic;
+  c.linger_ms = 5;
+  c.backoff_initial_ms = 50;
+  c.backoff_max_ms = 400;
+  c.message_timeout_ms = 3000;
+  c.cursor_commit_interval_ms = 20;
+  c.shutdown_grace_ms = 5000;
+  c.properties["retry.backoff.ms"] = "20";
+  c.properties["log_level"] = "3";
+  return c;
+}
+
+std::set<uint64_t> Append(MemorySource& src, size_t n, size_t payload_bytes = 20) {
+  std::set<uint64_t> seqs;
+  static int64_t t = 1'700'000'000'000;
+  for (size_t i = 0; i < n; ++i) {
+    Record r;
+    r.source = kInputs[i % kInputs.size()];
+    r.event_time_ms = ++t;
+    r.payload = "v" + std::to_string(i);
+    if (r.payload.size() < payload_bytes) r.payload.resize(payload_bytes, '.');
+    r.headers.push_back({"unit", "C"});
+    seqs.insert(src.Append(std::move(r)));
+  }
+  return seqs;
+}
+
+std::unique_ptr<Forwarder> StartForwarder(const config::KafkaConfig& c, MemorySource* src) {
+  auto f = Forwarder::Create(c, "dev-1", src);
+  REQUIRE_MESSAGE(f.ok(), f.status().ToString());
+  REQUIRE(f.value()->Start().ok());
+  return std::move(f).value();
+}
+
+void RequireNoLoss(const MockCluster& mc, const std::set<uint64_t>& expected,
+                   size_t* dups = nullptr) {
+  auto got = testing::ReadTopic(mc.bootstrap(), kTopic, expected.size(), 20s);
+  auto check = testing::CheckDelivery(got, expected);
+  INFO("read " << check.total << " unique " << check.unique << " missing " << check.missing.size()
+               << " unexpected " << check.unexpected.size() << " order: " << check.order_error);
+  CHECK(check.missing.empty());
+  CHECK(check.unexpected.empty());
+  CHECK(check.order_error.empty());
+  if (dups != nullptr) *dups = check.duplicates;
+}
+
+TEST_CASE("mock: records arrive with key, timestamp, headers; cursor committed; stop is clean") {
+  MockCluster mc(3);
+  mc.CreateTopic(kTopic, 4);
+  MemorySource src;
+  auto expected = Append(src, 3000);
+  auto fwd = StartForwarder(MockConfig(mc), &src);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  fwd->Stop(5s);
+  auto st = fwd->GetStats();
+  CHECK(st.delivered_records == 3000);
+  CHECK(st.inflight_records == 0);
+  CHECK(st.committed_cursor == src.last_seq());
+  CHECK(st.dead_lettered == 0);
+
+  auto got = testing::ReadTopic(mc.bootstrap(), kTopic, 3000, 20s);
+  auto check = testing::CheckDelivery(got, expected);
+  CHECK(check.ok());
+  CHECK(check.total == 3000);  // no fault, no duplicates
+  // Spot-check one record's routing and metadata.
+  bool found = false;
+  for (const auto& c : got) {
+    if (testing::HeaderValue(c, kHeaderSeq) != "2") continue;
+    found = true;
+    CHECK(c.key == "dev-1.humidity");
+    CHECK(c.value.rfind("v1", 0) == 0);
+    CHECK(testing::HeaderValue(c, "unit") == "C");
+    CHECK(testing::HeaderValue(c, kHeaderDevice) == "dev-1");
+    CHECK(testing::HeaderValue(c, kHeaderSource) == "humidity");
+    CHECK(c.timestamp_ms > 1'700'000'000'000);
+  }
+  CHECK(found);
+}
+
+TEST_CASE("mock: NOT_LEADER_FOR_PARTITION and REQUEST_TIMED_OUT on produce lose nothing") {
+  MockCluster mc(3);
+  mc.CreateTopic(kTopic, 4);
+  MemorySource src;
+  auto expected = Append(src, 500);
+  rd_kafka_mock_push_request_errors(
+      mc.get(), kApiKeyProduce, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
+  auto fwd = StartForwarder(MockConfig(mc), &src);
+  for (int i = 0; i < 5; ++i) {
+    // More errors while the stream runs.
+    rd_kafka_mock_push_request_errors(mc.get(), kApiKeyProduce, 2,
+                                      RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
+    auto more = Append(src, 200);
+    expected.insert(more.begin(), more.end());
+  }
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+  fwd->Stop(5s);
+  CHECK(src.dead_letters().empty());
+  size_t dups = 0;
+  RequireNoLoss(mc, expected, &dups);
+  MESSAGE("duplicates after injected errors: " << dups);
+}
+
+TEST_CASE("mock: a record larger than message.max.bytes is dead-lettered; the stream continues") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 2);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.properties["message.max.bytes"] = "20000";
+  c.batch_bytes = 16000;
+  auto before = Append(src, 100);
+  Record big;
+  big.source = "temp";
+  big.payload.assign(50000, 'x');
+  uint64_t big_seq = src.Append(big);
+  Record bad_topic;
+  bad_topic.source = "temp";
+  bad_topic.topic = "not a topic!";
+  bad_topic.payload = "x";
+  uint64_t bad_topic_seq = src.Append(bad_topic);
+  auto after = Append(src, 100);
+  auto fwd = StartForwarder(c, &src);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  fwd->Stop(5s);
+  auto dl = src.dead_letters();
+  REQUIRE(dl.size() == 2);
+  CHECK(dl[0].record.seq == big_seq);
+  CHECK(dl[0].reason.find("MSG_SIZE_TOO_LARGE") != std::string::npos);
+  CHECK(dl[1].record.seq == bad_topic_seq);
+  CHECK(dl[1].reason.find("invalid Kafka topic name") != std::string::npos);
+  CHECK(fwd->GetStats().dead_lettered == 2);
+  std::set<uint64_t> expected = before;
+  expected.insert(after.begin(), after.end());
+  RequireNoLoss(mc, expected);
+}
+
+TEST_CASE("mock: broker-side MESSAGE_TOO_LARGE: the record at fault is dead-lettered alone") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 1);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  auto fwd = StartForwarder(c, &src);
+  // Two errors: the first fails a batch (every record in it becomes a suspect, sent alone), the
+  // second fails the first suspect again, alone: that one is dead-lettered, the rest delivered.
+  rd_kafka_mock_push_request_errors(mc.get(), kApiKeyProduce, 2,
+                                    RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+                                    RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+  auto expected = Append(src, 50);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  auto more = Append(src, 50);
+  expected.insert(more.begin(), more.end());
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  fwd->Stop(5s);
+  auto dl = src.dead_letters();
+  auto st = fwd->GetStats();
+  MESSAGE("dead-lettered " << dl.size() << ", producer restarts " << st.producer_restarts
+                           << ", failures " << st.delivery_failures);
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].reason.find("MSG_SIZE_TOO_LARGE") != std::string::npos);
+  expected.erase(dl[0].record.seq);
+  RequireNoLoss(mc, expected);
+}
+
+TEST_CASE("mock: all brokers down, records keep coming, brokers up: every record arrives") {
+  MockCluster mc(3);
+  mc.CreateTopic(kTopic, 4);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.message_timeout_ms = 1000;  // expire queued records during the outage: must not lose them
+  auto expected = Append(src, 200);
+  auto fwd = StartForwarder(c, &src);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  mc.SetAllBrokersDown(true);
+  uint64_t cursor_at_outage = src.cursor();
+  for (int i = 0; i < 5; ++i) {
+    auto more = Append(src, 100);
+    expected.insert(more.begin(), more.end());
+  }
+  // Wait until librdkafka has expired records (failed delivery reports) at least twice.
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().delivery_failures >= 2; }, 20s));
+  CHECK(fwd->GetStats().backing_off);
+  CHECK(src.cursor() == cursor_at_outage);
+  uint64_t ticks = fwd->ProgressTicks();
+  REQUIRE(testing::WaitUntil([&] { return fwd->ProgressTicks() > ticks + 10; }, 5s));
+  mc.SetAllBrokersDown(false);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+  fwd->Stop(5s);
+  auto st = fwd->GetStats();
+  MESSAGE("failures " << st.delivery_failures << " resent " << st.resent_records << " restarts "
+                      << st.producer_restarts);
+  CHECK(st.resent_records > 0);
+  CHECK(src.dead_letters().empty());
+  RequireNoLoss(mc, expected);
+}
+
+TEST_CASE("mock: a fatal idempotent-producer error recreates the producer; nothing is lost") {
+  MockCluster mc(3);
+  mc.CreateTopic(kTopic, 4);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.max_inflight_records = 200;
+  auto expected = Append(src, 2000);
+  auto fwd = StartForwarder(c, &src);
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().delivered_records > 0; }, 10s));
+  fwd->InjectFatalErrorForTesting();
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().producer_restarts >= 1; }, 10s));
+  auto more = Append(src, 1000);
+  expected.insert(more.begin(), more.end());
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+  fwd->Stop(5s);
+  CHECK(fwd->GetStats().producer_restarts == 1);
+  size_t dups = 0;
+  RequireNoLoss(mc, expected, &dups);
+  CHECK(dups <= 200);  // only the in-flight window may be sent twice
+  MESSAGE("duplicates after a fatal error: " << dups);
+}
+
+TEST_CASE("mock: OUT_OF_ORDER_SEQUENCE_NUMBER from the broker loses nothing") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 1);
+  MemorySource src;
+  auto expected = Append(src, 300);
+  auto fwd = StartForwarder(MockConfig(mc), &src);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() >= 100; }, 10s));
+  rd_kafka_mock_push_request_errors(mc.get(), kApiKeyProduce, 1,
+                                    RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+  auto more = Append(src, 300);
+  expected.insert(more.begin(), more.end());
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+  fwd->Stop(5s);
+  auto st = fwd->GetStats();
+  MESSAGE("producer restarts " << st.producer_restarts << ", failures " << st.delivery_failures);
+  RequireNoLoss(mc, expected);
+}
+
+TEST_CASE("mock: in-flight records stay within max_inflight_records whatever the backlog") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 2);
+  rd_kafka_mock_broker_set_rtt(mc.get(), 1, 20);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.max_inflight_records = 64;
+  auto expected = Append(src, 5000);
+  auto fwd = StartForwarder(c, &src);
+  uint64_t peak = 0;
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        peak = std::max(peak, fwd->GetStats().inflight_records);
+        return src.cursor() == src.last_seq();
+      },
+      60s));
+  fwd->Stop(5s);
+  CHECK(peak > 0);
+  CHECK(peak <= 64);
+  RequireNoLoss(mc, expected);
+}
+
+TEST_CASE("mock: restart resumes from the committed cursor without duplicates after a clean stop") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 2);
+  MemorySource src;
+  auto expected = Append(src, 400);
+  {
+    auto fwd = StartForwarder(MockConfig(mc), &src);
+    REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+    fwd->Stop(5s);
+  }
+  auto more = Append(src, 400);
+  expected.insert(more.begin(), more.end());
+  auto fwd = StartForwarder(MockConfig(mc), &src);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  fwd->Stop(5s);
+  CHECK(fwd->GetStats().delivered_records == 400);
+  size_t dups = 1;
+  RequireNoLoss(mc, expected, &dups);
+  CHECK(dups == 0);
+}
+
+TEST_CASE("mock: records trimmed from the source while undelivered do not stall the cursor") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 1);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.message_timeout_ms = 500;
+  auto fwd = StartForwarder(c, &src);
+  mc.SetAllBrokersDown(true);
+  Append(src, 100);
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().delivery_failures >= 1; }, 10s));
+  src.Trim(50);  // drop_oldest pushed out 1..50 during the outage
+  src.SkipSeqs(7);
+  auto after = Append(src, 50);
+  mc.SetAllBrokersDown(false);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+  fwd->Stop(5s);
+  std::set<uint64_t> expected;
+  for (uint64_t s = 51; s <= 100; ++s) expected.insert(s);
+  expected.insert(after.begin(), after.end());
+  auto got = testing::ReadTopic(mc.bootstrap(), kTopic, expected.size(), 20s);
+  auto check = testing::CheckDelivery(got, expected);
+  CHECK(check.missing.empty());
+  CHECK(check.order_error.empty());
+}
+
+}  // namespace
+}  // namespace edgeferry::forwarder

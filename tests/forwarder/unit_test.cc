@@ -1,0 +1,214 @@
+// Pure logic of the forwarder: cursor advance with out-of-order completions, templating,
+// config validation, back-off schedule.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include "forwarder/backoff.h"
+#include "forwarder/cursor_tracker.h"
+#include "forwarder/forwarder.h"
+#include "forwarder/kafka_conf.h"
+#include "forwarder/routing.h"
+#include "tests/forwarder/memory_source.h"
+
+namespace edgeferry::forwarder {
+namespace {
+
+bool HasErrorContaining(const std::vector<std::string>& errors, const std::string& needle) {
+  return std::any_of(errors.begin(), errors.end(),
+                     [&](const std::string& e) { return e.find(needle) != std::string::npos; });
+}
+
+config::KafkaConfig ValidConfig() {
+  config::KafkaConfig c;
+  c.brokers = {"127.0.0.1:9092"};
+  return c;
+}
+
+TEST_CASE("cursor tracker: out-of-order completions move the cursor only over a delivered prefix") {
+  CursorTracker t(10);
+  for (uint64_t s = 11; s <= 15; ++s) REQUIRE(t.OnSent(s));
+  CHECK(t.in_flight() == 5);
+  t.OnDelivered(13);
+  t.OnDelivered(15);
+  CHECK(t.cursor() == 10);
+  t.OnDelivered(11);
+  CHECK(t.cursor() == 11);
+  t.OnDelivered(12);
+  CHECK(t.cursor() == 13);  // 13 was already delivered
+  t.OnDelivered(14);
+  CHECK(t.cursor() == 15);
+  CHECK(t.tracked() == 0);
+  CHECK(t.in_flight() == 0);
+}
+
+TEST_CASE("cursor tracker: a failed record holds the cursor; delivered neighbours are skipped") {
+  CursorTracker t(0);
+  for (uint64_t s = 1; s <= 4; ++s) REQUIRE(t.OnSent(s));
+  t.OnFailed(2);
+  t.OnDelivered(1);
+  t.OnDelivered(3);
+  t.OnFailed(4);
+  CHECK(t.cursor() == 1);
+  CHECK(t.IsDelivered(3));
+  CHECK_FALSE(t.IsDelivered(2));
+  // Resend: failed ones may go again, a delivered one may not.
+  CHECK(t.OnSent(2));
+  CHECK_FALSE(t.OnSent(3));
+  CHECK(t.OnSent(4));
+  CHECK_FALSE(t.OnSent(1));  // below the cursor
+  t.OnDelivered(4);
+  CHECK(t.cursor() == 1);
+  t.OnDelivered(2);
+  CHECK(t.cursor() == 4);
+}
+
+TEST_CASE("cursor tracker: gaps in seq numbers, trimmed records and a lost producer") {
+  CursorTracker t(0);
+  REQUIRE(t.OnSent(5));
+  REQUIRE(t.OnSent(9));
+  REQUIRE(t.OnSent(12));
+  CHECK_FALSE(t.OnSent(7));  // not tracked and below the highest: never sent, refuse
+  t.OnDelivered(9);
+  CHECK(t.cursor() == 0);
+  t.OnDelivered(5);
+  CHECK(t.cursor() == 9);  // the hole 6..8 does not hold the cursor
+
+  t.FailAllInFlight();
+  CHECK(t.in_flight() == 0);
+  CHECK_FALSE(t.IsDelivered(12));
+  // 12 was trimmed from the source while undelivered: stop waiting for it.
+  t.ForgetMissing(9, 20);
+  CHECK(t.cursor() == 12);
+
+  t.Reset(100);
+  CHECK(t.cursor() == 100);
+  CHECK(t.highest() == 100);
+  CHECK_FALSE(t.OnSent(100));
+  CHECK(t.OnSent(101));
+}
+
+TEST_CASE("templates: expansion, validation and topic names") {
+  CHECK(ExpandTemplate("edgeferry.{device}.{input}", "pi-7", "temp", "") == "edgeferry.pi-7.temp");
+  CHECK(ExpandTemplate("{device}.{input}", "d", "i", "") == "d.i");
+  CHECK(ExpandTemplate("x.{topic}", "d", "i", "orig") == "x.orig");
+  CHECK(ExpandTemplate("static", "d", "i", "") == "static");
+  CHECK(CheckTemplate("edgeferry.{device}.{input}").empty());
+  CHECK(CheckTemplate("").empty());
+  CHECK(CheckTemplate("a.{sensor}").find("unknown placeholder {sensor}") != std::string::npos);
+  CHECK(CheckTemplate("a.{device").find("unclosed") != std::string::npos);
+  CHECK(CheckTemplate("a}").find("unbalanced") != std::string::npos);
+  CHECK(IsValidTopicName("edgeferry.pi-7.temp_1"));
+  CHECK_FALSE(IsValidTopicName(""));
+  CHECK_FALSE(IsValidTopicName("has space"));
+  CHECK_FALSE(IsValidTopicName(".."));
+  CHECK_FALSE(IsValidTopicName(std::string(250, 'a')));
+  CHECK(IsValidTopicName(std::string(249, 'a')));
+}
+
+TEST_CASE("config: defaults are valid and map to the librdkafka properties we promise") {
+  auto c = ValidConfig();
+  CHECK(ValidateKafkaConfig(c).empty());
+  auto props = OwnProperties(c);
+  auto get = [&](const std::string& k) {
+    for (auto& [n, v] : props)
+      if (n == k) return v;
+    return std::string("<unset>");
+  };
+  CHECK(get("acks") == "all");
+  CHECK(get("enable.idempotence") == "true");
+  CHECK(get("compression.type") == "zstd");
+  CHECK(get("linger.ms") == "20");
+  CHECK(get("message.timeout.ms") == "60000");
+  CHECK(get("bootstrap.servers") == "127.0.0.1:9092");
+}
+
+TEST_CASE("config: pass-through properties that conflict with our keys are errors naming both") {
+  auto c = ValidConfig();
+  c.properties["acks"] = "1";
+  c.properties["compression.codec"] = "gzip";
+  c.properties["bootstrap.servers"] = "127.0.0.1:1";
+  c.properties["transactional.id"] = "x";
+  c.properties["client.rack"] = "rack-1";  // fine: not ours
+  auto errors = ValidateKafkaConfig(c);
+  CHECK(errors.size() == 4);
+  CHECK(HasErrorContaining(errors, "kafka.properties.acks: conflicts with kafka.acks"));
+  CHECK(HasErrorContaining(errors,
+                           "kafka.properties.compression.codec: conflicts with kafka.compression"));
+  CHECK(HasErrorContaining(errors,
+                           "kafka.properties.bootstrap.servers: conflicts with kafka.brokers"));
+  CHECK(HasErrorContaining(errors, "kafka.properties.transactional.id: not supported"));
+}
+
+TEST_CASE("config: bad values are reported, all at once, with the key") {
+  config::KafkaConfig c;  // no brokers
+  c.compression = "brotli";
+  c.acks = "1";  // with idempotence on
+  c.backoff_initial_ms = 500;
+  c.backoff_max_ms = 100;
+  c.topic_template = "t.{sensor}";
+  auto errors = ValidateKafkaConfig(c);
+  CHECK(HasErrorContaining(errors, "kafka.brokers: at least one"));
+  CHECK(HasErrorContaining(errors, "kafka.compression: \"brotli\""));
+  CHECK(HasErrorContaining(errors, "kafka.acks: \"1\" with kafka.idempotence=true"));
+  CHECK(HasErrorContaining(errors, "kafka.backoff_max_ms"));
+  CHECK(HasErrorContaining(errors, "kafka.topic_template: unknown placeholder {sensor}"));
+
+  auto d = ValidConfig();
+  d.brokers.push_back("nohostport");
+  d.properties["no.such.property"] = "1";
+  d.properties["socket.timeout.ms"] = "abc";
+  errors = ValidateKafkaConfig(d);
+  CHECK(HasErrorContaining(errors, "kafka.brokers[1]: \"nohostport\""));
+  CHECK(HasErrorContaining(errors, "kafka.properties.no.such.property"));
+  CHECK(HasErrorContaining(errors, "kafka.properties.socket.timeout.ms"));
+}
+
+TEST_CASE("config: every codec is accepted by librdkafka") {
+  for (const char* codec : {"zstd", "lz4", "gzip", "snappy", "none"}) {
+    auto c = ValidConfig();
+    c.compression = codec;
+    CAPTURE(codec);
+    CHECK(ValidateKafkaConfig(c).empty());
+  }
+}
+
+TEST_CASE("Forwarder::Create refuses a bad config with InvalidArgument naming the key") {
+  testing::MemorySource source;
+  auto c = ValidConfig();
+  c.properties["enable.idempotence"] = "false";
+  auto f = Forwarder::Create(c, "dev", &source);
+  REQUIRE_FALSE(f.ok());
+  CHECK(f.status().code() == Status::Code::kInvalidArgument);
+  CHECK(f.status().message().find("kafka.properties.enable.idempotence") != std::string::npos);
+
+  Options o;
+  o.device_id = "dev";
+  o.input_topics["temp"] = "bad topic";
+  auto g = Forwarder::Create(ValidConfig(), o, &source);
+  REQUIRE_FALSE(g.ok());
+  CHECK(g.status().message().find("input \"temp\"") != std::string::npos);
+}
+
+TEST_CASE("back-off: capped exponential on a fake clock, reset after success") {
+  FakeClock clock;
+  Backoff b(std::chrono::milliseconds(200), std::chrono::milliseconds(1000), &clock);
+  CHECK(b.Ready());
+  CHECK(b.Fail() == std::chrono::milliseconds(200));
+  CHECK_FALSE(b.Ready());
+  CHECK(b.Remaining() == std::chrono::milliseconds(200));
+  clock.Advance(std::chrono::milliseconds(199));
+  CHECK_FALSE(b.Ready());
+  clock.Advance(std::chrono::milliseconds(1));
+  CHECK(b.Ready());
+  CHECK(b.Fail() == std::chrono::milliseconds(400));
+  CHECK(b.Fail() == std::chrono::milliseconds(800));
+  CHECK(b.Fail() == std::chrono::milliseconds(1000));
+  CHECK(b.Fail() == std::chrono::milliseconds(1000));
+  CHECK(b.consecutive_failures() == 5);
+  b.Reset();
+  CHECK(b.Fail() == std::chrono::milliseconds(200));
+}
+
+}  // namespace
+}  // namespace edgeferry::forwarder
