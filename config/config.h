@@ -41,18 +41,25 @@ struct KafkaConfig {
   uint32_t shutdown_grace_ms = 10000;
   uint32_t backoff_initial_ms = 200;
   uint32_t backoff_max_ms = 30000;
-  uint32_t message_timeout_ms = 60000;  // librdkafka's; an expired record is re-sent from the buffer
+  // librdkafka's; an expired record is re-sent from the buffer. 0 = none.
+  uint32_t message_timeout_ms = 60000;
   std::string topic_template = "edgeferry.{device}.{input}";  // {device} {input} {topic}
   std::string key_template = "{device}.{input}";
   // Passed through to librdkafka verbatim (security.protocol, sasl.*, ssl.*, client.rack ...).
   // A property that one of our own keys sets is a config error.
   std::map<std::string, std::string> properties;
-  // Secrets read from files at load time, merged into properties (e.g. "sasl.password").
+  // After load, properties also holds the secrets read from property_files, and relative
+  // ssl.*.location paths are resolved against the config file's directory. Use properties only.
+  // Secrets read from files at load time, merged into properties (e.g. "sasl.password"); kept
+  // as name -> resolved path for reference.
   std::map<std::string, std::string> property_files;
 };
 
+// File paths are absolute after load (relative ones resolved against the config file's
+// directory) and were readable at load time. key_password holds the passphrase from
+// key_password or key_password_file.
 struct TlsConfig {
-  std::string ca_file;
+  std::string ca_file;  // empty: the system CA store
   std::string cert_file;
   std::string key_file;
   std::string key_password;
@@ -66,10 +73,12 @@ struct MqttSubscription {
 
 struct MqttInputConfig {
   std::vector<std::string> uris;  // "tcp://127.0.0.1:1883", failover in order
-  std::string client_id;          // default: edgeferry-{device}-{input}
+  std::string client_id;          // never empty after load: default edgeferry-{device}-{input}
   int version = 5;                // 3 (3.1.1) or 5
   std::string username;
   std::string password;  // from "password", "password_file" or "password_env"
+  // Set after load iff the file has a tls object or any URI is ssl://, mqtts:// or wss:// (then
+  // with defaults: system CA store, verify_hostname). tls with a tcp:// URI is a config error.
   std::optional<TlsConfig> tls;
   uint32_t session_expiry_s = 7 * 24 * 3600;  // MQTT 5; 3.1.1 uses clean_session=false
   uint32_t keep_alive_s = 30;
@@ -82,8 +91,10 @@ struct MqttInputConfig {
   std::string topic_pattern;
 };
 
+// Which keys apply to which kind is in config/schema.cc (interval_ms, jitter_ms, timeout_ms:
+// every kind except simulated, whose rate is rate_hz). Paths are absolute after load.
 struct SensorInputConfig {
-  // "hwmon", "thermal", "iio", "w1", "system", "exec", "simulated"
+  // "hwmon", "thermal", "iio", "w1", "system", "exec", "simulated"; equals InputConfig::type
   std::string kind;
   uint32_t interval_ms = 10000;
   uint32_t jitter_ms = 0;
@@ -99,18 +110,18 @@ struct SensorInputConfig {
   std::vector<std::string> disk_paths = {"/"};
   // simulated
   uint32_t sensors = 1;
-  double rate_hz = 1.0;  // readings per second per simulated sensor
+  double rate_hz = 1.0;           // readings per second per simulated sensor
   std::string waveform = "sine";  // sine, random, ramp, constant
   uint32_t payload_bytes = 0;     // pad payloads to at least this size; 0 = natural size
 };
 
 struct InputConfig {
-  std::string name;  // unique; the record's source
-  std::string type;  // "mqtt" or a sensor kind
+  std::string name;   // unique; the record's source
+  std::string type;   // "mqtt" or a sensor kind
   std::string topic;  // Kafka topic override for this input; empty: kafka.topic_template
   bool enabled = true;
-  std::optional<MqttInputConfig> mqtt;
-  std::optional<SensorInputConfig> sensor;
+  std::optional<MqttInputConfig> mqtt;      // set iff type == "mqtt"
+  std::optional<SensorInputConfig> sensor;  // set iff type != "mqtt"
 };
 
 struct MetricsConfig {
@@ -151,6 +162,14 @@ struct LoadResult {
 // Reads, substitutes ${VAR} from the environment, reads *_file secrets, validates. Never throws.
 LoadResult LoadFile(const std::string& path);
 LoadResult LoadString(const std::string& text, const std::string& origin = "<string>");
+
+// The published JSON Schema (draft-07) of the file, generated from the key table; equals
+// config/edgeferry.schema.json (a test checks). `edgeferry_schema_gen schema` prints it.
+std::string JsonSchema();
+// The key reference section of config/README.md, generated from the same table.
+std::string KeyReferenceMarkdown();
+// A short human summary of what a loaded config will run (for check-config); no secrets.
+std::string Describe(const Config& config);
 
 inline constexpr const char* kDefaultPath = "/etc/edgeferry/edgeferry.json";
 
