@@ -270,10 +270,11 @@ std::unique_ptr<KafkaCluster> KafkaCluster::Start(int nodes, const Props& props,
       p["transaction.state.log.min.isr"] = "2";
       p["share.coordinator.state.topic.replication.factor"] = "3";
       p["share.coordinator.state.topic.min.isr"] = "2";
-      // Notice a killed broker quickly (default 9 s) so failover tests stay short.
-      p["broker.session.timeout.ms"] = "3000";
-      p["broker.heartbeat.interval.ms"] = "500";
     }
+    // Notice a killed broker quickly (default 9 s): a restarted node waits out its previous
+    // incarnation's session, and failover tests wait for the controller to fence the dead one.
+    p["broker.session.timeout.ms"] = "3000";
+    p["broker.heartbeat.interval.ms"] = "500";
     for (const auto& [k, v] : props) p[k] = v;
     std::ofstream out(n->dir / "server.properties");
     for (const auto& [k, v] : p) out << k << "=" << v << "\n";

@@ -361,6 +361,7 @@ Mosquitto::Mosquitto(Options options) : options_(std::move(options)), dir_("edge
 }
 
 Mosquitto::~Mosquitto() {
+  if (detached_) return;
   try {
     Stop();
   } catch (...) {
@@ -376,6 +377,10 @@ void Mosquitto::Start() {
   if (process_.running()) throw RigError("Mosquitto::Start: already running");
   Process::Options o;
   o.stdout_path = dir_ / "mosquitto.out";
+  if (options_.detachable) {
+    o.die_with_parent = false;
+    o.new_session = true;
+  }
   process_ = Process({"mosquitto", "-c", config_path().string()}, o);
   bool up = WaitFor([&] { return !process_.running() || PortOpen(port_); }, 10s);
   if (!up || !process_.running()) {
@@ -396,6 +401,13 @@ void Mosquitto::Stop() {
 }
 
 void Mosquitto::Kill() { process_.Kill(); }
+
+void Mosquitto::Detach() {
+  if (!options_.detachable) throw RigError("Mosquitto::Detach: start it with detachable=true");
+  process_.Release();
+  dir_.Keep();
+  detached_ = true;
+}
 
 size_t Mosquitto::SubscriptionCount(const std::string& client_id, const std::string& filter) const {
   // Mosquitto 2.0 logs a subscription as "<time>: <client id> <qos> <filter>".

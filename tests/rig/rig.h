@@ -155,6 +155,8 @@ std::filesystem::path SourceDir();
 struct MosquittoOptions {
   bool persistence = true;
   std::string extra_config;  // appended to the generated mosquitto.conf
+  // The broker may outlive this process once Detach() is called (scripts/demo); not for tests.
+  bool detachable = false;
 };
 
 // A Mosquitto 2 broker on 127.0.0.1, with the no-loss settings of
@@ -189,6 +191,11 @@ class Mosquitto {
   bool WaitSubscribed(const std::string& client_id, const std::string& filter, size_t more_than = 0,
                       std::chrono::milliseconds deadline = std::chrono::seconds(10)) const;
 
+  // Leaves the broker running and its directory in place after destruction (needs
+  // detachable). The caller stops it by pid() and removes dir().
+  void Detach();
+  pid_t pid() const { return process_.pid(); }
+
   const std::filesystem::path& dir() const { return dir_.path(); }
   std::filesystem::path config_path() const { return dir_ / "mosquitto.conf"; }
   std::filesystem::path log_path() const { return dir_ / "mosquitto.log"; }
@@ -198,6 +205,7 @@ class Mosquitto {
   TempDir dir_;
   int port_ = 0;
   Process process_;
+  bool detached_ = false;
 };
 
 // A record as read back from Kafka.
