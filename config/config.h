@@ -3,6 +3,7 @@
 // error messages, the published JSON Schema and config/README.md.
 //
 // Components take their own section (const BufferConfig& ...) and never read JSON themselves.
+// Every struct compares with == (the agent can tell on SIGHUP which sections changed).
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,8 @@ struct BufferConfig {
   uint32_t group_commit_max_delay_ms = 2;  // how long the writer waits to fill a group
   uint32_t normal_sync_interval_ms = 100;  // sync=normal: bounded periodic fsync; 0 = never
   uint32_t block_timeout_ms = 0;           // when_full=block: 0 waits for ever
+
+  bool operator==(const BufferConfig&) const = default;
 };
 
 struct KafkaConfig {
@@ -53,6 +56,8 @@ struct KafkaConfig {
   // Secrets read from files at load time, merged into properties (e.g. "sasl.password"); kept
   // as name -> resolved path for reference.
   std::map<std::string, std::string> property_files;
+
+  bool operator==(const KafkaConfig&) const = default;
 };
 
 // File paths are absolute after load (relative ones resolved against the config file's
@@ -64,11 +69,15 @@ struct TlsConfig {
   std::string key_file;
   std::string key_password;
   bool verify_hostname = true;
+
+  bool operator==(const TlsConfig&) const = default;
 };
 
 struct MqttSubscription {
   std::string filter;  // may be "$share/group/filter"
   int qos = 1;
+
+  bool operator==(const MqttSubscription&) const = default;
 };
 
 struct MqttInputConfig {
@@ -89,6 +98,8 @@ struct MqttInputConfig {
   uint32_t max_payload_bytes = 1u << 20;  // larger messages are rejected (counted, logged)
   // Topic-level pattern for device and key, e.g. "plant/{device}/+/{sensor}"; empty: none.
   std::string topic_pattern;
+
+  bool operator==(const MqttInputConfig&) const = default;
 };
 
 // Which keys apply to which kind is in config/schema.cc (interval_ms, jitter_ms, timeout_ms:
@@ -113,6 +124,8 @@ struct SensorInputConfig {
   double rate_hz = 1.0;           // readings per second per simulated sensor
   std::string waveform = "sine";  // sine, random, ramp, constant
   uint32_t payload_bytes = 0;     // pad payloads to at least this size; 0 = natural size
+
+  bool operator==(const SensorInputConfig&) const = default;
 };
 
 struct InputConfig {
@@ -122,17 +135,23 @@ struct InputConfig {
   bool enabled = true;
   std::optional<MqttInputConfig> mqtt;      // set iff type == "mqtt"
   std::optional<SensorInputConfig> sensor;  // set iff type != "mqtt"
+
+  bool operator==(const InputConfig&) const = default;
 };
 
 struct MetricsConfig {
   bool enabled = false;
   std::string listen = "127.0.0.1:9464";
+
+  bool operator==(const MetricsConfig&) const = default;
 };
 
 struct HeartbeatConfig {
   bool enabled = false;
   uint32_t interval_s = 60;
   std::string topic = "edgeferry.heartbeat";
+
+  bool operator==(const HeartbeatConfig&) const = default;
 };
 
 struct Config {
@@ -144,6 +163,8 @@ struct Config {
   MetricsConfig metrics;
   HeartbeatConfig heartbeat;
   std::string source_path;  // the file it came from
+
+  bool operator==(const Config&) const = default;
 };
 
 // One problem in a config file: the JSON pointer where it is ("/inputs/2/topics/0/qos"), what was

@@ -135,6 +135,16 @@ Json SectionSchema(const Section& sec) {
     props[k.name] = KeySchema(k);
     if (k.required && k.input_types.empty()) required.push_back(k.name);
   }
+  // kafka: pass-through properties may not set what our own keys set.
+  Json owned = Json::array();
+  for (const Key& k : sec.keys) {
+    for (const std::string& p : k.librdkafka) owned.push_back(p);
+  }
+  if (!owned.empty()) {
+    for (const Key& k : sec.keys) {
+      if (k.type == Type::kStringMap) props[k.name]["propertyNames"] = {{"not", {{"enum", owned}}}};
+    }
+  }
   s["properties"] = props;
   if (!required.empty()) s["required"] = required;
   s["additionalProperties"] = false;

@@ -70,7 +70,7 @@ std::string LibrdkafkaProblem(const std::string& name, const std::string& value,
     return msg;
   }
   if (secret) return "librdkafka rejects the value read for " + Quote(name);
-  return "librdkafka rejects it: " + std::string(err);
+  return "librdkafka rejects " + Quote(value) + ": " + std::string(err);
 }
 
 // Properties naming files that librdkafka opens only when it connects.

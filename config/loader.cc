@@ -542,7 +542,7 @@ bool CheckString(const Key& k, const std::string& s, const std::string& path, Lo
       *stored = schema::ResolvePath(ctx, s);
       struct stat st {};
       if (::stat(stored->c_str(), &st) != 0) {
-        problem = "cannot use " + Quote(*stored) + ": " + std::strerror(errno);
+        problem = "cannot use " + Quote(*stored) + " as a directory: " + std::strerror(errno);
       } else if (!S_ISDIR(st.st_mode)) {
         problem = Quote(*stored) + " is not a directory";
       }
