@@ -1,0 +1,387 @@
+// bench_forwarder: drains a backlog of N records into a local Kafka broker with the forwarder,
+// and in the same run measures the ceiling: a bare librdkafka producer sending the same Kafka
+// messages (topic, key, headers, timestamp, payload) with the same producer settings and codec.
+//
+// Prints records/s, MB/s (payload), bytes stored per record on the broker (the record batches
+// as sent, i.e. the compressed wire payload), peak RSS sampled during the drain, and the ratio
+// forwarder / ceiling.
+//
+// The backlog is synthesised on demand from the seq (deterministic, sensor-like JSON), so that
+// neither side pays for holding a million records in memory and RSS shows the forwarder alone.
+// The SQLite buffer's read path has its own benchmark (bench_buffer).
+//
+//   bench_forwarder [--records N] [--sizes 100,1024] [--codec zstd] [--bootstrap host:port]
+//                   [--partitions 3] [--rounds 1]
+// Without --bootstrap it starts a one-node Kafka from the test rig (needs the rig's Kafka jars).
+#include <librdkafka/rdkafka.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/log.h"
+#include "forwarder/forwarder.h"
+#include "forwarder/kafka_conf.h"
+#include "forwarder/routing.h"
+#ifdef EDGEFERRY_BENCH_HAS_RIG
+#include "tests/rig/rig.h"
+#endif
+
+namespace ef = edgeferry;
+namespace fwd = edgeferry::forwarder;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr int kInputs = 8;
+const char* const kInputNames[kInputs] = {"temp",  "humidity", "pressure", "vibration",
+                                          "power", "flow",     "level",    "door"};
+constexpr const char* kDevice = "bench-gw";
+
+// The record with sequence number `seq`: a JSON reading padded with a sample array to `size`
+// bytes of payload. Deterministic, so both sides send identical bytes.
+ef::Record MakeRecord(uint64_t seq, size_t size) {
+  ef::Record r;
+  int input = static_cast<int>(seq % kInputs);
+  r.source = kInputNames[input];
+  r.event_time_ms = 1'700'000'000'000 + static_cast<int64_t>(seq) * 10;
+  uint64_t x = seq * 2862933555777941757ull + 3037000493ull;
+  char head[160];
+  int n = std::snprintf(head, sizeof head,
+                        "{\"sensor\":\"%s-%d\",\"seq\":%llu,\"value\":%.2f,\"unit\":\"C\",\"s\":[",
+                        r.source.c_str(), input, static_cast<unsigned long long>(seq),
+                        20.0 + static_cast<double>(x % 1000) / 100.0);
+  r.payload.reserve(size + 16);
+  r.payload.assign(head, static_cast<size_t>(n));
+  while (r.payload.size() + 8 < size) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    r.payload += std::to_string(static_cast<int>((x >> 33) % 2000) - 1000);
+    r.payload += ',';
+  }
+  r.payload += "0]}";
+  if (r.payload.size() < size) r.payload.append(size - r.payload.size(), ' ');
+  r.payload.resize(size);
+  r.headers.push_back({"unit", "C"});
+  return r;
+}
+
+// Records 1..n, made on demand.
+class SyntheticSource : public ef::RecordSource {
+ public:
+  SyntheticSource(uint64_t n, size_t size) : n_(n), size_(size) {}
+  ef::Result<std::vector<ef::StoredRecord>> ReadAfter(uint64_t after, size_t max_records,
+                                                      size_t max_bytes) override {
+    std::vector<ef::StoredRecord> out;
+    size_t bytes = 0;
+    for (uint64_t s = after + 1; s <= n_ && out.size() < max_records; ++s) {
+      if (!out.empty() && bytes + size_ > max_bytes) break;
+      bytes += size_;
+      out.push_back({s, 0, MakeRecord(s, size_)});
+    }
+    return out;
+  }
+  bool WaitForRecordsAfter(uint64_t after, std::chrono::milliseconds) override {
+    return after < n_;
+  }
+  ef::Result<uint64_t> LoadCursor(std::string_view) override { return uint64_t{0}; }
+  ef::Status CommitCursor(std::string_view, uint64_t seq) override {
+    committed_ = std::max<uint64_t>(committed_, seq);
+    return ef::Status::Ok();
+  }
+  ef::Status DeadLetter(const ef::StoredRecord&, std::string_view) override {
+    ++dead_;
+    return ef::Status::Ok();
+  }
+  uint64_t dead() const { return dead_; }
+
+ private:
+  uint64_t n_;
+  size_t size_;
+  std::atomic<uint64_t> committed_{0};
+  std::atomic<uint64_t> dead_{0};
+};
+
+uint64_t RssKiB() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10);
+  }
+  return 0;
+}
+
+// Samples RSS every 20 ms while alive; peak() is the highest seen.
+class RssSampler {
+ public:
+  RssSampler() : start_(RssKiB()), peak_(start_) {
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        uint64_t r = RssKiB();
+        uint64_t p = peak_.load();
+        while (r > p && !peak_.compare_exchange_weak(p, r)) {
+        }
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+  }
+  ~RssSampler() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint64_t start() const { return start_; }
+  uint64_t peak() const { return peak_.load(); }
+
+ private:
+  uint64_t start_;
+  std::atomic<uint64_t> peak_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+struct Result {
+  double seconds = 0;
+  uint64_t peak_rss_kib = 0;
+  uint64_t start_rss_kib = 0;
+  uint64_t failures = 0;
+};
+
+ef::config::KafkaConfig BenchConfig(const std::string& bootstrap, const std::string& codec,
+                                    const std::string& topic) {
+  ef::config::KafkaConfig c;
+  std::stringstream ss(bootstrap);
+  for (std::string b; std::getline(ss, b, ',');) c.brokers.push_back(b);
+  c.compression = codec;
+  c.topic_template = topic;
+  c.properties["log_level"] = "3";
+  return c;  // everything else: the shipped defaults
+}
+
+Result RunForwarder(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
+  SyntheticSource src(n, size);
+  auto f = fwd::Forwarder::Create(cfg, kDevice, &src);
+  if (!f.ok()) {
+    std::fprintf(stderr, "forwarder: %s\n", f.status().ToString().c_str());
+    std::exit(2);
+  }
+  Result r;
+  RssSampler rss;
+  auto t0 = Clock::now();
+  if (!f.value()->Start().ok()) std::exit(2);
+  while (f.value()->GetStats().cursor < n) std::this_thread::sleep_for(2ms);
+  r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  f.value()->Stop(10s);
+  r.peak_rss_kib = rss.peak();
+  r.start_rss_kib = rss.start();
+  r.failures = f.value()->GetStats().delivery_failures + src.dead();
+  return r;
+}
+
+// The ceiling: librdkafka alone, same properties, same messages, back-pressure by polling.
+Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
+  static std::atomic<uint64_t> done, failed;
+  done = 0;
+  failed = 0;
+  auto conf = fwd::BuildProducerConf(cfg, std::string("edgeferry-") + kDevice);
+  if (!conf.ok()) std::exit(2);
+  rd_kafka_conf_set_dr_msg_cb(conf->get(), [](rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+    if (m->err) ++failed;
+    ++done;
+  });
+  char errstr[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), errstr, sizeof errstr);
+  if (rk == nullptr) std::exit(2);
+  (void)conf->release();
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, cfg.topic_template.c_str(), nullptr);
+  std::string keys[kInputs];
+  for (int i = 0; i < kInputs; ++i) {
+    keys[i] = fwd::ExpandTemplate(cfg.key_template, kDevice, kInputNames[i], "");
+  }
+  Result r;
+  RssSampler rss;
+  auto t0 = Clock::now();
+  for (uint64_t s = 1; s <= n; ++s) {
+    ef::Record rec = MakeRecord(s, size);
+    rd_kafka_headers_t* h = rd_kafka_headers_new(4);
+    for (const auto& hd : rec.headers) {
+      rd_kafka_header_add(h, hd.name.data(), static_cast<ssize_t>(hd.name.size()), hd.value.data(),
+                          static_cast<ssize_t>(hd.value.size()));
+    }
+    std::string seq = std::to_string(s);
+    rd_kafka_header_add(h, fwd::kHeaderDevice, -1, kDevice, -1);
+    rd_kafka_header_add(h, fwd::kHeaderSeq, -1, seq.data(), static_cast<ssize_t>(seq.size()));
+    rd_kafka_header_add(h, fwd::kHeaderSource, -1, rec.source.data(),
+                        static_cast<ssize_t>(rec.source.size()));
+    const std::string& key = keys[s % kInputs];
+    for (;;) {
+      rd_kafka_resp_err_t e = rd_kafka_producev(
+          rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+          RD_KAFKA_V_VALUE(rec.payload.data(), rec.payload.size()),
+          RD_KAFKA_V_KEY(key.data(), key.size()), RD_KAFKA_V_TIMESTAMP(rec.event_time_ms),
+          RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+      if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+      if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        std::fprintf(stderr, "bare producev: %s\n", rd_kafka_err2str(e));
+        std::exit(2);
+      }
+      rd_kafka_poll(rk, 10);
+    }
+    rd_kafka_poll(rk, 0);
+  }
+  while (done.load() < n) rd_kafka_poll(rk, 10);
+  r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  r.peak_rss_kib = rss.peak();
+  r.start_rss_kib = rss.start();
+  r.failures = failed.load();
+  rd_kafka_topic_destroy(rkt);
+  rd_kafka_destroy(rk);
+  return r;
+}
+
+// Bytes of the topic's log segments under `data_dir` (all partitions).
+uint64_t TopicLogBytes(const std::filesystem::path& data_dir, const std::string& topic) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(data_dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    const auto& p = it->path();
+    if (p.extension() == ".log" && p.parent_path().filename().string().rfind(topic + "-", 0) == 0) {
+      total += std::filesystem::file_size(p, ec);
+    }
+  }
+  return total;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint64_t n = 1'000'000;
+  std::vector<size_t> sizes = {100, 1024};
+  std::string codec = "zstd";
+  std::string bootstrap;
+  int partitions = 3;
+  int rounds = 1;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--records") {
+      n = std::strtoull(next().c_str(), nullptr, 10);
+    } else if (a == "--sizes") {
+      sizes.clear();
+      std::stringstream ss(next());
+      for (std::string s; std::getline(ss, s, ',');) sizes.push_back(std::stoul(s));
+    } else if (a == "--codec") {
+      codec = next();
+    } else if (a == "--bootstrap") {
+      bootstrap = next();
+    } else if (a == "--partitions") {
+      partitions = std::atoi(next().c_str());
+    } else if (a == "--rounds") {
+      rounds = std::atoi(next().c_str());
+    } else {
+      std::fprintf(stderr,
+                   "usage: bench_forwarder [--records N] [--sizes 100,1024] [--codec zstd] "
+                   "[--bootstrap host:port] [--partitions 3] [--rounds 1]\n");
+      return 2;
+    }
+  }
+  ef::SetLogLevel(ef::LogLevel::kWarning);
+
+  std::filesystem::path data_dir;
+  bool own_broker = false;
+#ifdef EDGEFERRY_BENCH_HAS_RIG
+  std::unique_ptr<edgeferry::rig::KafkaCluster> kafka;
+  if (bootstrap.empty()) {
+    kafka = edgeferry::rig::KafkaCluster::Start(1);
+    bootstrap = kafka->bootstrap();
+    data_dir = kafka->node_dir(0);
+    own_broker = true;
+  }
+  auto create_topic = [&](const std::string& t) {
+    if (kafka) kafka->CreateTopic(t, partitions);
+  };
+#else
+  // Without the rig the broker must auto-create topics (with its default partition count).
+  auto create_topic = [](const std::string&) {};
+#endif
+  if (bootstrap.empty()) {
+    std::fprintf(stderr, "no --bootstrap and built without the test rig\n");
+    return 2;
+  }
+  std::printf("librdkafka %s, codec %s, %llu records per run, %d partitions, broker %s\n",
+              fwd::LibrdkafkaVersion().c_str(), codec.c_str(), static_cast<unsigned long long>(n),
+              partitions,
+              own_broker ? "rig one-node Kafka on loopback (same host)" : bootstrap.c_str());
+  std::printf("%-6s %-10s %12s %9s %12s %10s %10s %7s\n", "size", "run", "records/s", "MB/s",
+              "B/rec log", "RSS0 MiB", "peak MiB", "ratio");
+  {
+    // Warm-up (not reported): the broker's JIT and page cache would otherwise favour whichever
+    // side runs second.
+    std::string t = "bench-fwd-warmup-" + std::to_string(getpid());
+    create_topic(t);
+    (void)RunBare(BenchConfig(bootstrap, codec, t), std::min<uint64_t>(n, 200'000), sizes.front());
+  }
+  int rc = 0;
+  for (size_t size : sizes) {
+    for (int round = 0; round < rounds; ++round) {
+      std::string base = "bench-fwd-" + std::to_string(size) + "-" + std::to_string(getpid()) +
+                         "-" + std::to_string(round);
+      std::string t_bare = base + "-bare", t_fwd = base + "-fwd";
+      create_topic(t_bare);
+      create_topic(t_fwd);
+      // Alternate which side goes first from round to round.
+      Result bare, fw;
+      if (round % 2 == 0) {
+        bare = RunBare(BenchConfig(bootstrap, codec, t_bare), n, size);
+        fw = RunForwarder(BenchConfig(bootstrap, codec, t_fwd), n, size);
+      } else {
+        fw = RunForwarder(BenchConfig(bootstrap, codec, t_fwd), n, size);
+        bare = RunBare(BenchConfig(bootstrap, codec, t_bare), n, size);
+      }
+      auto print = [&](const char* what, const Result& r, const std::string& topic, double ratio) {
+        double rps = static_cast<double>(n) / r.seconds;
+        double mbs = rps * static_cast<double>(size) / 1e6;
+        std::string per_rec = "n/a";
+        if (!data_dir.empty()) {
+          char b[32];
+          std::snprintf(
+              b, sizeof b, "%.1f",
+              static_cast<double>(TopicLogBytes(data_dir, topic)) / static_cast<double>(n));
+          per_rec = b;
+        }
+        std::printf(
+            "%-6zu %-10s %12.0f %9.1f %12s %10.1f %10.1f %7s\n", size, what, rps, mbs,
+            per_rec.c_str(), static_cast<double>(r.start_rss_kib) / 1024.0,
+            static_cast<double>(r.peak_rss_kib) / 1024.0,
+            ratio > 0 ? (std::to_string(static_cast<int>(ratio * 100 + 0.5)) + "%").c_str() : "");
+      };
+      print("ceiling", bare, t_bare, 0);
+      print("forwarder", fw, t_fwd, bare.seconds / fw.seconds);
+      if (bare.failures + fw.failures > 0) {
+        std::printf("  delivery failures: ceiling %llu, forwarder %llu\n",
+                    static_cast<unsigned long long>(bare.failures),
+                    static_cast<unsigned long long>(fw.failures));
+        rc = 1;
+      }
+      std::fflush(stdout);
+    }
+  }
+  return rc;
+}

@@ -1,0 +1,276 @@
+// The forwarder against real Apache Kafka 4.1 brokers from the test rig: routing and metadata,
+// a long outage while the source keeps growing, a killed partition leader in a three-node
+// cluster, the codec on the broker's log, and a broker-side size limit. The source is the
+// in-memory fake (tests/forwarder/memory_source.h).
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "forwarder/forwarder.h"
+#include "tests/forwarder/memory_source.h"
+#include "tests/forwarder/test_util.h"
+#include "tests/rig/rig.h"
+
+namespace edgeferry::forwarder {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::MemorySource;
+
+const std::vector<std::string> kInputs = {"temp", "humidity", "plant-mqtt", "vibration"};
+
+std::vector<std::string> Split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string b; std::getline(ss, b, ',');) out.push_back(b);
+  return out;
+}
+
+config::KafkaConfig KafkaConfigFor(const rig::KafkaCluster& k, const std::string& topic) {
+  config::KafkaConfig c;
+  c.brokers = Split(k.bootstrap());
+  c.topic_template = topic;
+  c.linger_ms = 10;
+  c.backoff_initial_ms = 100;
+  c.backoff_max_ms = 2000;
+  c.cursor_commit_interval_ms = 100;
+  c.properties["log_level"] = "3";
+  return c;
+}
+
+std::set<uint64_t> Append(MemorySource& src, size_t n, std::mutex* mu = nullptr,
+                          std::set<uint64_t>* into = nullptr) {
+  std::set<uint64_t> seqs;
+  for (size_t i = 0; i < n; ++i) {
+    Record r;
+    r.source = kInputs[i % kInputs.size()];
+    // Event time derived from the seq the record will get (one appender per source).
+    r.event_time_ms = 1'700'000'000'000 + static_cast<int64_t>(src.last_seq() + 1);
+    r.payload = "{\"v\":" + std::to_string(i) + ",\"unit\":\"C\"}";
+    r.headers.push_back({"unit", "C"});
+    r.headers.push_back({"bin", std::string("\0\xff", 2)});
+    uint64_t s = src.Append(std::move(r));
+    seqs.insert(s);
+    if (into != nullptr) {
+      std::lock_guard lock(*mu);
+      into->insert(s);
+    }
+  }
+  return seqs;
+}
+
+// Appends `per_tick` records every 20 ms until stopped: inputs that keep producing.
+class Producer {
+ public:
+  Producer(MemorySource* src, size_t per_tick) : src_(src) {
+    thread_ = std::thread([this, per_tick] {
+      while (!stop_) {
+        Append(*src_, per_tick, &mu_, &seqs_);
+        std::this_thread::sleep_for(20ms);  // pacing, not synchronisation
+      }
+    });
+  }
+  ~Producer() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  std::set<uint64_t> seqs() {
+    std::lock_guard lock(mu_);
+    return seqs_;
+  }
+
+ private:
+  MemorySource* src_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::set<uint64_t> seqs_;
+  std::thread thread_;
+};
+
+std::vector<testing::Consumed> ReadBack(rig::KafkaCluster& k, const std::string& topic,
+                                        size_t min_count) {
+  std::vector<testing::Consumed> out;
+  for (auto& r : k.ReadAll(topic, min_count, 60s)) {
+    testing::Consumed c;
+    c.topic = r.topic;
+    c.partition = r.partition;
+    c.offset = r.offset;
+    c.key = r.key;
+    c.value = r.value;
+    c.timestamp_ms = r.timestamp_ms;
+    c.headers = r.headers;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+testing::DeliveryCheck RequireNoLoss(rig::KafkaCluster& k, const std::string& topic,
+                                     const std::set<uint64_t>& expected) {
+  auto got = ReadBack(k, topic, expected.size());
+  auto check = testing::CheckDelivery(got, expected);
+  INFO("read " << check.total << ", unique " << check.unique << ", missing " << check.missing.size()
+               << ", unexpected " << check.unexpected.size() << ", order: " << check.order_error);
+  CHECK(check.missing.empty());
+  CHECK(check.unexpected.empty());
+  CHECK(check.order_error.empty());
+  return check;
+}
+
+std::unique_ptr<Forwarder> StartForwarder(const config::KafkaConfig& c, MemorySource* src) {
+  auto f = Forwarder::Create(c, "gw-7", src);
+  REQUIRE_MESSAGE(f.ok(), f.status().ToString());
+  REQUIRE(f.value()->Start().ok());
+  return std::move(f).value();
+}
+
+bool Drained(MemorySource& src) { return src.cursor() == src.last_seq(); }
+
+TEST_CASE("kafka: records arrive with key, timestamp and headers, per-key in seq order") {
+  auto kafka = rig::KafkaCluster::Shared();
+  std::string topic = rig::UniqueName("fwd-basic");
+  kafka->CreateTopic(topic, 3);
+  MemorySource src;
+  auto expected = Append(src, 5000);
+  auto fwd = StartForwarder(KafkaConfigFor(*kafka, topic), &src);
+  REQUIRE(testing::WaitUntil([&] { return Drained(src); }, 60s));
+  fwd->Stop(10s);
+  CHECK(fwd->GetStats().delivered_records == 5000);
+
+  auto got = ReadBack(*kafka, topic, 5000);
+  auto check = testing::CheckDelivery(got, expected);
+  CHECK(check.ok());
+  CHECK(check.total == 5000);
+  std::set<int32_t> partitions_of_temp;
+  for (const auto& c : got) {
+    uint64_t seq = std::stoull(testing::HeaderValue(c, kHeaderSeq).value_or("0"));
+    const std::string& input = kInputs[(seq - 1) % kInputs.size()];
+    CHECK(c.key == "gw-7." + input);
+    CHECK(testing::HeaderValue(c, kHeaderDevice) == "gw-7");
+    CHECK(testing::HeaderValue(c, kHeaderSource) == input);
+    CHECK(testing::HeaderValue(c, "unit") == "C");
+    CHECK(testing::HeaderValue(c, "bin") == std::string("\0\xff", 2));
+    CHECK(c.timestamp_ms == 1'700'000'000'000 + static_cast<int64_t>(seq));
+    if (input == "temp") partitions_of_temp.insert(c.partition);
+  }
+  CHECK(partitions_of_temp.size() == 1);  // one key, one partition: order kept
+}
+
+TEST_CASE("kafka: broker stopped for a long outage while inputs keep producing: zero lost") {
+  // The issue asks for 60 s; EDGEFERRY_FORWARDER_OUTAGE_S shortens it for quick local runs.
+  int outage_s = 60;
+  if (const char* s = std::getenv("EDGEFERRY_FORWARDER_OUTAGE_S")) outage_s = std::atoi(s);
+  auto kafka = rig::KafkaCluster::Start(1);
+  std::string topic = rig::UniqueName("fwd-outage");
+  kafka->CreateTopic(topic, 2);
+  MemorySource src;
+  auto c = KafkaConfigFor(*kafka, topic);
+  c.message_timeout_ms = 10000;  // records expire inside librdkafka during the outage
+  auto fwd = StartForwarder(c, &src);
+  Producer producer(&src, 10);  // ~500 records/s
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().delivered_records >= 1000; }, 60s));
+  kafka->StopBroker(0);
+  uint64_t delivered_before = fwd->GetStats().delivered_records;
+  auto outage_end = std::chrono::steady_clock::now() + std::chrono::seconds(outage_s);
+  // The outage itself: nothing to wait for but time; the forwarder must keep ticking meanwhile.
+  uint64_t ticks = fwd->ProgressTicks();
+  REQUIRE(testing::WaitUntil([&] { return std::chrono::steady_clock::now() >= outage_end; },
+                             std::chrono::seconds(outage_s + 5)));
+  CHECK(fwd->ProgressTicks() > ticks);
+  auto during = fwd->GetStats();
+  CHECK(during.inflight_records <= c.max_inflight_records);
+  kafka->StartBroker(0);
+  REQUIRE(testing::WaitUntil(
+      [&] { return fwd->GetStats().delivered_records > delivered_before + 1000; }, 120s));
+  producer.Stop();
+  REQUIRE(testing::WaitUntil([&] { return Drained(src); }, 120s));
+  fwd->Stop(10s);
+  auto st = fwd->GetStats();
+  auto expected = producer.seqs();
+  MESSAGE("outage " << outage_s << " s: " << expected.size() << " records, failures "
+                    << st.delivery_failures << ", resent " << st.resent_records
+                    << ", producer restarts " << st.producer_restarts);
+  auto check = RequireNoLoss(*kafka, topic, expected);
+  MESSAGE("duplicates: " << check.duplicates);
+  CHECK(src.dead_letters().empty());
+}
+
+TEST_CASE("kafka: three nodes, the partition leader killed mid-stream: zero lost") {
+  auto kafka = rig::KafkaCluster::Start(3);
+  std::string topic = rig::UniqueName("fwd-leader");
+  kafka->CreateTopic(topic, 3, 3);
+  MemorySource src;
+  auto fwd = StartForwarder(KafkaConfigFor(*kafka, topic), &src);
+  Producer producer(&src, 20);
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().delivered_records >= 2000; }, 60s));
+  int leader = kafka->LeaderOf(topic, 0);
+  REQUIRE(leader >= 0);
+  kafka->KillBroker(leader);
+  uint64_t delivered = fwd->GetStats().delivered_records;
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().delivered_records >= delivered + 3000; },
+                             120s));
+  producer.Stop();
+  REQUIRE(testing::WaitUntil([&] { return Drained(src); }, 120s));
+  fwd->Stop(10s);
+  auto expected = producer.seqs();
+  auto st = fwd->GetStats();
+  MESSAGE("killed node " << leader << "; " << expected.size() << " records, failures "
+                         << st.delivery_failures << ", restarts " << st.producer_restarts);
+  auto check = RequireNoLoss(*kafka, topic, expected);
+  MESSAGE("duplicates: " << check.duplicates);
+}
+
+TEST_CASE("kafka: the broker's log shows the configured codec (zstd, lz4)") {
+  auto kafka = rig::KafkaCluster::Start(1);
+  for (std::string codec : {"zstd", "lz4"}) {
+    CAPTURE(codec);
+    std::string topic = rig::UniqueName("fwd-codec-" + codec);
+    kafka->CreateTopic(topic, 1);
+    MemorySource src;
+    auto c = KafkaConfigFor(*kafka, topic);
+    c.compression = codec;
+    auto expected = Append(src, 2000);
+    auto fwd = StartForwarder(c, &src);
+    REQUIRE(testing::WaitUntil([&] { return Drained(src); }, 60s));
+    fwd->Stop(10s);
+    RequireNoLoss(*kafka, topic, expected);
+    std::string dump = kafka->DumpLogSegments(topic, 0);
+    INFO(dump.substr(0, 1500));
+    // Kafka 4.1 prints the codec name in lower case ("compresscodec: zstd").
+    std::string want = std::string("compresscodec: ") + codec;
+    CHECK(dump.find(want) != std::string::npos);
+    CHECK(dump.find("compresscodec: none") == std::string::npos);
+  }
+}
+
+TEST_CASE("kafka: a record over the topic's max.message.bytes is dead-lettered; the rest arrive") {
+  auto kafka = rig::KafkaCluster::Shared();
+  std::string topic = rig::UniqueName("fwd-toolarge");
+  kafka->CreateTopic(topic, 1, 0, {{"max.message.bytes", "4000"}});
+  MemorySource src;
+  auto c = KafkaConfigFor(*kafka, topic);
+  c.compression = "none";  // so that the payload size is what the broker sees
+  auto expected = Append(src, 200);
+  Record big;
+  big.source = "temp";
+  big.payload.assign(20000, 'x');
+  uint64_t big_seq = src.Append(big);
+  auto after = Append(src, 200);
+  expected.insert(after.begin(), after.end());
+  auto fwd = StartForwarder(c, &src);
+  REQUIRE(testing::WaitUntil([&] { return Drained(src); }, 60s));
+  fwd->Stop(10s);
+  auto dl = src.dead_letters();
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].record.seq == big_seq);
+  CHECK(dl[0].reason.find("MSG_SIZE_TOO_LARGE") != std::string::npos);
+  RequireNoLoss(*kafka, topic, expected);
+}
+
+}  // namespace
+}  // namespace edgeferry::forwarder
