@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -38,6 +39,9 @@ inline constexpr std::string_view kDropTooLarge = "too_large";  // larger than t
 struct OpenOptions {
   // Name of a registered sqlite3_vfs to use instead of the default (fault-injection tests).
   std::string vfs;
+  // Free bytes on the file system holding `dir`; tells "disk full" from "max_bytes reached"
+  // after SQLITE_FULL (SQLite reports both alike). Empty: statvfs(2). A seam for tests.
+  std::function<uint64_t(const std::string& dir)> free_disk_bytes;
 };
 
 struct CursorStats {

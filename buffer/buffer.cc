@@ -1,0 +1,1304 @@
+// The SQLite log. Format, invariants, recovery rules and durability promises: buffer/FORMAT.md.
+#include "buffer/buffer.h"
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <tuple>
+
+#include "buffer/sqlite_util.h"
+#include "common/log.h"
+
+namespace edgeferry::buffer {
+namespace {
+
+constexpr const char* kComponent = "buffer";
+constexpr int64_t kFormatVersion = 1;
+constexpr int64_t kPageSize = 4096;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE cursors(name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE records(
+  seq INTEGER PRIMARY KEY, ingest_ms INTEGER NOT NULL, event_ms INTEGER NOT NULL,
+  source BLOB NOT NULL, key BLOB NOT NULL, topic BLOB NOT NULL, headers BLOB, payload BLOB NOT NULL);
+CREATE TABLE dead_letters(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, reason TEXT NOT NULL, dead_ms INTEGER NOT NULL,
+  seq INTEGER NOT NULL, ingest_ms INTEGER NOT NULL, event_ms INTEGER NOT NULL,
+  source BLOB NOT NULL, key BLOB NOT NULL, topic BLOB NOT NULL, headers BLOB,
+  payload BLOB NOT NULL);
+)sql";
+
+// Logical size of a stored row; must match RowBytes() below.
+constexpr const char* kRowBytesSql =
+    "(length(source)+length(key)+length(topic)+length(payload)+ifnull(length(headers),0)+8)";
+constexpr const char* kRecordColumns =
+    "seq, ingest_ms, event_ms, source, key, topic, headers, payload";
+
+// Headers: for each, varint(len name) name varint(len value) value. Empty list -> NULL column.
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+bool GetVarint(std::string_view* in, uint64_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 64 && !in->empty(); shift += 7) {
+    auto b = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    *v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) return true;
+  }
+  return false;
+}
+std::string EncodeHeaders(const std::vector<Header>& hs) {
+  std::string out;
+  for (const auto& h : hs) {
+    PutVarint(&out, h.name.size());
+    out += h.name;
+    PutVarint(&out, h.value.size());
+    out += h.value;
+  }
+  return out;
+}
+bool DecodeHeaders(std::string_view in, std::vector<Header>* hs) {
+  while (!in.empty()) {
+    uint64_t n = 0;
+    Header h;
+    if (!GetVarint(&in, &n) || n > in.size()) return false;
+    h.name = std::string(in.substr(0, n));
+    in.remove_prefix(n);
+    if (!GetVarint(&in, &n) || n > in.size()) return false;
+    h.value = std::string(in.substr(0, n));
+    in.remove_prefix(n);
+    hs->push_back(std::move(h));
+  }
+  return true;
+}
+uint64_t RowBytes(const Record& r, size_t encoded_headers) {
+  return r.source.size() + r.key.size() + r.topic.size() + r.payload.size() + encoded_headers + 8;
+}
+
+// Reads a row selected with kRecordColumns starting at column `c`.
+StoredRecord ReadRow(const sql::Stmt& st, int c) {
+  StoredRecord sr;
+  sr.seq = static_cast<uint64_t>(st.Int(c));
+  sr.ingest_time_ms = st.Int(c + 1);
+  sr.record.event_time_ms = st.Int(c + 2);
+  sr.record.source = st.Bytes(c + 3);
+  sr.record.key = st.Bytes(c + 4);
+  sr.record.topic = st.Bytes(c + 5);
+  if (!st.IsNull(c + 6)) (void)DecodeHeaders(st.Bytes(c + 6), &sr.record.headers);
+  sr.record.payload = st.Bytes(c + 7);
+  return sr;
+}
+
+uint64_t FileSize(const std::string& path) {
+  struct stat sb {};
+  return ::stat(path.c_str(), &sb) == 0 ? static_cast<uint64_t>(sb.st_size) : 0;
+}
+
+// Everything the meta, cursors and dead_letters tables say, as the writer last committed it.
+struct State {
+  uint64_t last_seq = 0;
+  uint64_t records = 0;
+  uint64_t bytes = 0;
+  uint64_t first_seq = 0;
+  uint64_t appended_total = 0;
+  uint64_t recoveries = 0;
+  std::map<std::string, uint64_t> drops;
+  std::map<std::string, uint64_t, std::less<>> cursors;
+  std::map<std::string, uint64_t> dead_letters;
+  int64_t last_commit_unix_ms = 0;
+
+  uint64_t MinCursor() const {
+    if (cursors.empty()) return 0;
+    uint64_t m = UINT64_MAX;
+    for (const auto& [n, s] : cursors) m = std::min(m, s);
+    return m;
+  }
+};
+
+// Loads State from a database that has the schema. Used by Open and by ReadStats.
+Status LoadState(sqlite3* db, State* s) {
+  {
+    auto st = sql::Stmt::Prepare(db, "SELECT k, v FROM meta");
+    if (!st.ok()) return st.status();
+    int rc;
+    while ((rc = st->Step()) == SQLITE_ROW) {
+      std::string k = st->Bytes(0);
+      auto v = static_cast<uint64_t>(st->Int(1));
+      if (k == "last_seq")
+        s->last_seq = v;
+      else if (k == "records")
+        s->records = v;
+      else if (k == "bytes")
+        s->bytes = v;
+      else if (k == "appended_total")
+        s->appended_total = v;
+      else if (k == "recoveries")
+        s->recoveries = v;
+      else if (k.rfind("drop.", 0) == 0)
+        s->drops[k.substr(5)] = v;
+    }
+    if (rc != SQLITE_DONE) return sql::ToStatus(rc, db, "read meta");
+  }
+  {
+    auto st = sql::Stmt::Prepare(db, "SELECT name, seq FROM cursors");
+    if (!st.ok()) return st.status();
+    int rc;
+    while ((rc = st->Step()) == SQLITE_ROW) s->cursors[st->Bytes(0)] = st->Int(1);
+    if (rc != SQLITE_DONE) return sql::ToStatus(rc, db, "read cursors");
+  }
+  {
+    auto st = sql::Stmt::Prepare(db, "SELECT reason, count(*) FROM dead_letters GROUP BY reason");
+    if (!st.ok()) return st.status();
+    int rc;
+    while ((rc = st->Step()) == SQLITE_ROW) s->dead_letters[st->Bytes(0)] = st->Int(1);
+    if (rc != SQLITE_DONE) return sql::ToStatus(rc, db, "read dead letters");
+  }
+  {
+    auto st = sql::Stmt::Prepare(db, "SELECT min(seq), max(seq) FROM records");
+    if (!st.ok()) return st.status();
+    int rc = st->Step();
+    if (rc != SQLITE_ROW) return sql::ToStatus(rc, db, "read records");
+    s->first_seq = st->IsNull(0) ? 0 : st->Int(0);
+    // The high-water mark is in meta; max(seq) can only be lower, but never trust one alone.
+    if (!st->IsNull(1)) s->last_seq = std::max<uint64_t>(s->last_seq, st->Int(1));
+  }
+  return Status::Ok();
+}
+
+Result<int64_t> QueryInt(sqlite3* db, const std::string& sql) {
+  auto st = sql::Stmt::Prepare(db, sql);
+  if (!st.ok()) return st.status();
+  int rc = st->Step();
+  if (rc != SQLITE_ROW) return sql::ToStatus(rc == SQLITE_DONE ? SQLITE_ERROR : rc, db, sql);
+  return st->Int(0);
+}
+
+Result<std::string> QueryText(sqlite3* db, const std::string& sql) {
+  auto st = sql::Stmt::Prepare(db, sql);
+  if (!st.ok()) return st.status();
+  int rc = st->Step();
+  if (rc != SQLITE_ROW) return sql::ToStatus(rc == SQLITE_DONE ? SQLITE_ERROR : rc, db, sql);
+  return st->Bytes(0);
+}
+
+Result<int64_t> OldestUndeliveredIngestMs(sqlite3* db, uint64_t cursor) {
+  auto st =
+      sql::Stmt::Prepare(db, "SELECT ingest_ms FROM records WHERE seq > ? ORDER BY seq LIMIT 1");
+  if (!st.ok()) return st.status();
+  st->Bind(1, static_cast<int64_t>(cursor));
+  int rc = st->Step();
+  if (rc == SQLITE_DONE) return int64_t{0};
+  if (rc != SQLITE_ROW) return sql::ToStatus(rc, db, "oldest undelivered");
+  return st->Int(0);
+}
+
+Stats MakeStats(const State& s, int64_t oldest_ingest_ms, int64_t now_ms) {
+  Stats out;
+  out.records = s.records;
+  out.bytes = s.bytes;
+  out.first_seq = s.first_seq;
+  out.last_seq = s.last_seq;
+  out.oldest_undelivered_age_ms =
+      oldest_ingest_ms > 0 ? std::max<int64_t>(0, now_ms - oldest_ingest_ms) : 0;
+  for (const auto& [name, seq] : s.cursors) {
+    out.cursors[name] = {seq, std::min(s.last_seq > seq ? s.last_seq - seq : 0, s.records)};
+  }
+  out.drops = s.drops;
+  out.dead_letters = s.dead_letters;
+  out.recoveries = s.recoveries;
+  out.appended_total = s.appended_total;
+  out.last_commit_unix_ms = s.last_commit_unix_ms;
+  return out;
+}
+
+Result<sql::DbPtr> OpenDb(const std::string& path, int flags, const std::string& vfs) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX,
+                           vfs.empty() ? nullptr : vfs.c_str());
+  sql::DbPtr db(raw);  // sqlite3_open_v2 hands out a handle even on failure: close it either way
+  if (rc != SQLITE_OK) return sql::ToStatus(rc, raw, "open " + path);
+  sqlite3_extended_result_codes(raw, 1);
+  sqlite3_busy_timeout(raw, 5000);
+  return db;
+}
+
+std::string TimestampSuffix(int64_t unix_ms) {
+  std::time_t t = unix_ms / 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+class Buffer::Impl {
+ public:
+  struct Op {
+    enum class Kind { kAppend, kCursor, kDeadLetter, kRequeue } kind = Kind::kAppend;
+    std::vector<Record> records;
+    std::string name;  // cursor name or dead-letter reason
+    uint64_t seq = 0;
+    const StoredRecord* dead = nullptr;
+    std::optional<std::vector<int64_t>> ids;
+    Clock::TimePoint enqueued{};
+    // Set by the writer:
+    Status status;
+    size_t count = 0;
+    bool finished = false;  // writer thread only
+    bool done = false;      // guarded by mu_: set only after the writer is through with the op
+  };
+
+  Impl(const config::BufferConfig& cfg, Clock* clock, OpenOptions opts)
+      : cfg_(cfg), clock_(clock), opts_(std::move(opts)) {
+    // WAL budget: a quarter of max_bytes (64 KiB..64 MiB); the database gets the rest.
+    wal_budget_ = std::clamp<uint64_t>(cfg_.max_bytes / 4, 64 << 10, 64ull << 20);
+    max_page_count_ = static_cast<int64_t>((cfg_.max_bytes - wal_budget_) / kPageSize);
+    group_max_bytes_ = std::max<uint64_t>(wal_budget_ / 4, 16 << 10);
+  }
+
+  Status Open();
+  void Start() {
+    writer_ = std::thread([this] { WriterLoop(); });
+  }
+  void Stop() {
+    {
+      std::lock_guard lk(mu_);
+      stopping_ = true;
+    }
+    work_cv_.notify_all();
+    data_cv_.notify_all();
+    if (writer_.joinable()) writer_.join();
+    read_.clear();
+    rdb_.reset();
+    stmts_.clear();
+    wdb_.reset();  // the last connection: SQLite checkpoints and removes the WAL
+  }
+
+  Status Submit(Op* op);
+
+  // Shared with readers (guarded by mu_).
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // writer waits for ops
+  std::condition_variable done_cv_;  // submitters wait for their op
+  std::condition_variable data_cv_;  // WaitForRecordsAfter
+  std::deque<Op*> queue_;
+  bool stopping_ = false;
+  State shared_;
+
+  // The read connection (guarded by rmu_).
+  std::mutex rmu_;
+  sql::DbPtr rdb_;
+  std::map<std::string, sql::Stmt> read_;
+  Result<sql::Stmt*> ReadStmt(const std::string& sql);
+
+  config::BufferConfig cfg_;
+  Clock* clock_;
+  OpenOptions opts_;
+
+ private:
+  Status CreateOrCheck(bool* corrupt, std::string* why);
+  void Recover(const std::string& why);
+  Status Configure();
+
+  // Writer thread only from here on.
+  void WriterLoop();
+  bool Runnable() const;  // mu_ held
+  void Housekeeping();
+  void RunAppends(std::vector<Op*>& group);
+  void RunControl(Op* op);
+  Status InsertGroup(const std::vector<Op*>& group, State* next);
+  Status DropOldest(uint64_t need_bytes, uint64_t* dropped);
+  Status DeleteUpTo(uint64_t cutoff_seq, std::string_view reason, State* next);
+  Status Begin(bool force_sync = false);
+  Status Commit(State* next);
+  void Rollback();
+  Status WriteCounters(const State& next);
+  Result<sql::Stmt*> W(const char* sql);
+  void Publish();
+  void Finish(Op* op, Status st, size_t count = 0);
+  bool DbAtLimit();
+
+  sql::DbPtr wdb_;
+  std::map<const char*, sql::Stmt> stmts_;  // keyed by the literal's address
+  State committed_;
+  bool sync_full_now_ = true;  // the connection's current synchronous setting
+  bool tx_full_ = true;        // the open transaction fsyncs at commit
+  bool unsynced_ = false;      // sync=normal: commits since the last WAL fsync
+  Clock::TimePoint last_sync_{};
+  Clock::TimePoint last_age_check_{};
+  Clock::TimePoint last_full_attempt_{};
+  bool blocked_ = false;        // when_full=block: appends wait for space
+  bool space_changed_ = false;  // something was deleted since the appends blocked
+  size_t last_group_ops_ = 0;
+  uint64_t wal_budget_ = 0;
+  int64_t max_page_count_ = 0;
+  uint64_t group_max_bytes_ = 0;
+  RateLimiter log_limit_{std::chrono::seconds(30)};
+  std::thread writer_;
+};
+
+// --- open, create, recover -------------------------------------------------------------------
+
+Status Buffer::Impl::CreateOrCheck(bool* corrupt, std::string* why) {
+  *corrupt = false;
+  auto db = OpenDb(cfg_.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, opts_.vfs);
+  if (!db.ok()) return db.status();
+  wdb_ = std::move(db.value());
+  sqlite3* d = wdb_.get();
+  auto corrupt_if = [&](const Status& st) {
+    if (st.code() == Status::Code::kCorruption) {
+      *corrupt = true;
+      *why = st.message();
+      return Status::Ok();
+    }
+    return st;
+  };
+  // Reading the schema is the first access: a file that is not a database fails here.
+  auto tables = QueryInt(d,
+                         "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
+                         "('meta','cursors','records','dead_letters')");
+  if (!tables.ok()) return corrupt_if(tables.status());
+  if (*tables == 0) {
+    auto any = QueryInt(d, "SELECT count(*) FROM sqlite_master");
+    if (!any.ok()) return corrupt_if(any.status());
+    if (*any != 0) {
+      *corrupt = true;
+      *why = "not an edgeferry buffer (unknown tables)";
+      return Status::Ok();
+    }
+    // auto_vacuum must be chosen before the first table exists.
+    if (auto st = sql::Exec(d, "PRAGMA page_size=4096; PRAGMA auto_vacuum=INCREMENTAL"); !st.ok())
+      return st;
+    auto mode = QueryText(d, "PRAGMA journal_mode=WAL");
+    if (!mode.ok()) return mode.status();
+    if (*mode != "wal") return Status::IOError(cfg_.path + ": cannot use WAL mode (" + *mode + ")");
+    std::string create = std::string("BEGIN;") + kSchema + "INSERT INTO meta VALUES('format'," +
+                         std::to_string(kFormatVersion) + "),('created_unix_ms'," +
+                         std::to_string(clock_->NowUnixMs()) + ");COMMIT;";
+    if (auto st = sql::Exec(d, create); !st.ok()) {
+      (void)sql::Exec(d, "ROLLBACK");
+      return st;
+    }
+    return Status::Ok();
+  }
+  if (*tables != 4) {
+    *corrupt = true;
+    *why = "schema incomplete";
+    return Status::Ok();
+  }
+  auto check = QueryText(d, "PRAGMA quick_check");
+  if (!check.ok()) return corrupt_if(check.status());
+  if (*check != "ok") {
+    *corrupt = true;
+    *why = "quick_check: " + *check;
+    return Status::Ok();
+  }
+  auto fmt = QueryInt(d, "SELECT v FROM meta WHERE k='format'");
+  if (!fmt.ok()) return corrupt_if(fmt.status());
+  if (*fmt != kFormatVersion)
+    return Status::InvalidArgument(cfg_.path + ": buffer format " + std::to_string(*fmt) +
+                                   " is not supported (this build reads " +
+                                   std::to_string(kFormatVersion) + ")");
+  auto mode = QueryText(d, "PRAGMA journal_mode=WAL");
+  if (!mode.ok()) return corrupt_if(mode.status());
+  return Status::Ok();
+}
+
+// Moves the damaged files aside and starts a fresh database that carries the seq high-water
+// mark, the cursors and the counters over if they can still be read (FORMAT.md, "Recovery").
+void Buffer::Impl::Recover(const std::string& why) {
+  State salvaged;
+  bool have_seq = false;
+  if (wdb_) {
+    sqlite3* d = wdb_.get();
+    if (auto v = QueryInt(d, "SELECT v FROM meta WHERE k='last_seq'"); v.ok()) {
+      salvaged.last_seq = *v;
+      have_seq = true;
+    }
+    if (auto v = QueryInt(d, "SELECT max(seq) FROM records"); v.ok()) {
+      salvaged.last_seq = std::max<uint64_t>(salvaged.last_seq, *v);
+      have_seq = true;
+    }
+    State s;
+    if (LoadState(d, &s).ok()) {
+      salvaged.recoveries = s.recoveries;
+      salvaged.drops = s.drops;
+      salvaged.appended_total = s.appended_total;
+      salvaged.cursors = s.cursors;
+      salvaged.drops["corrupt"] += s.records;
+    } else if (auto v = QueryInt(d, "SELECT v FROM meta WHERE k='recoveries'"); v.ok()) {
+      salvaged.recoveries = *v;
+    }
+    wdb_.reset();
+  }
+  if (!have_seq) {
+    // Nothing readable: a floor that cannot be below any seq handed out before (seqs are
+    // assigned far slower than 1000 per millisecond of wall-clock time since the epoch... see
+    // FORMAT.md for the exact rule and its assumption about the clock).
+    salvaged.last_seq = static_cast<uint64_t>(clock_->NowUnixMs()) * 1000;
+  }
+  salvaged.recoveries += 1;
+  std::string aside = cfg_.path + ".corrupt-" + TimestampSuffix(clock_->NowUnixMs());
+  for (int i = 1; std::filesystem::exists(aside); ++i)
+    aside =
+        cfg_.path + ".corrupt-" + TimestampSuffix(clock_->NowUnixMs()) + "-" + std::to_string(i);
+  for (const char* ext : {"", "-wal", "-shm"}) {
+    std::string from = cfg_.path + ext;
+    if (::access(from.c_str(), F_OK) == 0 && ::rename(from.c_str(), (aside + ext).c_str()) != 0) {
+      EF_LOG(kError, kComponent, "cannot move {} aside: {}", from, std::strerror(errno));
+      ::unlink(from.c_str());
+    }
+  }
+  EF_LOG(kError, kComponent,
+         "CORRUPT BUFFER {} ({}): moved aside to {} and started a fresh buffer; records held in "
+         "the damaged file are not forwarded (recovery #{}, seq continues after {})",
+         cfg_.path, why, aside, salvaged.recoveries, salvaged.last_seq);
+  committed_ = salvaged;
+}
+
+Status Buffer::Impl::Configure() {
+  sqlite3* d = wdb_.get();
+  std::string pragmas =
+      "PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-2048;"
+      "PRAGMA wal_autocheckpoint=" +
+      std::to_string(std::max<uint64_t>(wal_budget_ / 2 / (kPageSize + 24), 8)) +
+      "; PRAGMA journal_size_limit=" + std::to_string(wal_budget_) +
+      "; PRAGMA max_page_count=" + std::to_string(max_page_count_) + ";";
+  if (auto st = sql::Exec(d, pragmas); !st.ok()) return st;
+  sync_full_now_ = true;
+  if (auto pc = QueryInt(d, "PRAGMA page_count"); pc.ok() && *pc > max_page_count_) {
+    // A database from a larger max_bytes: it keeps working, it just cannot grow.
+    EF_LOG(kWarning, kComponent,
+           "{} holds {} bytes, more than max_bytes {}: no growth until drained", cfg_.path,
+           *pc * kPageSize, cfg_.max_bytes);
+  }
+  return Status::Ok();
+}
+
+Status Buffer::Impl::Open() {
+  if (cfg_.path.empty()) return Status::InvalidArgument("buffer.path is empty");
+  if (cfg_.max_bytes < (256u << 10))
+    return Status::InvalidArgument("buffer.max_bytes " + std::to_string(cfg_.max_bytes) +
+                                   " is below the minimum of 262144");
+  namespace fs = std::filesystem;
+  fs::path dir = fs::path(cfg_.path).parent_path();
+  if (dir.empty()) dir = ".";
+  struct stat sb {};
+  if (::stat(dir.c_str(), &sb) != 0)
+    return Status::IOError("buffer directory " + dir.string() + ": " + std::strerror(errno));
+  if (!S_ISDIR(sb.st_mode))
+    return Status::IOError("buffer directory " + dir.string() + " is not a directory");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    return Status::IOError("buffer directory " + dir.string() +
+                           " is not writable: " + std::strerror(errno));
+  if (::access(cfg_.path.c_str(), F_OK) == 0 && ::access(cfg_.path.c_str(), R_OK | W_OK) != 0)
+    return Status::IOError("buffer file " + cfg_.path +
+                           " is not writable: " + std::strerror(errno));
+
+  bool corrupt = false;
+  std::string why;
+  if (auto st = CreateOrCheck(&corrupt, &why); !st.ok()) {
+    return Status(st.code() == Status::Code::kFull
+                      ? Status::Full(cfg_.path + ": " + st.message())
+                      : Status::IOError(cfg_.path + ": " + st.message()));
+  }
+  if (corrupt) {
+    Recover(why);
+    State carried = committed_;
+    bool corrupt_again = false;
+    if (auto st = CreateOrCheck(&corrupt_again, &why); !st.ok() || corrupt_again)
+      return Status::IOError(cfg_.path +
+                             ": cannot start a fresh buffer: " + (st.ok() ? why : st.message()));
+    if (auto st = Configure(); !st.ok()) return st;
+    // Persist what was carried over before anything else happens.
+    State next = carried;
+    committed_ = State{};  // so that WriteCounters writes every carried value
+    if (auto st = Begin(true); !st.ok()) return st;
+    Status st = WriteCounters(next);
+    for (const auto& [name, seq] : next.cursors) {
+      if (!st.ok()) break;
+      auto ins = W("INSERT INTO cursors(name, seq) VALUES(?,?)");
+      if (!ins.ok()) {
+        st = ins.status();
+        break;
+      }
+      (*ins)->Reset();
+      (*ins)->BindText(1, name);
+      (*ins)->Bind(2, static_cast<int64_t>(seq));
+      st = (*ins)->Run("carry cursor");
+    }
+    if (st.ok()) st = Commit(&next);
+    if (!st.ok()) {
+      Rollback();
+      return st;
+    }
+  } else {
+    if (auto st = Configure(); !st.ok()) return st;
+    if (auto st = LoadState(wdb_.get(), &committed_); !st.ok()) return st;
+  }
+
+  auto r = OpenDb(cfg_.path, SQLITE_OPEN_READWRITE, opts_.vfs);
+  if (!r.ok()) return r.status();
+  rdb_ = std::move(r.value());
+  last_sync_ = last_age_check_ = clock_->Now();
+  Publish();
+  return Status::Ok();
+}
+
+// --- writer ---------------------------------------------------------------------------------
+
+Result<sql::Stmt*> Buffer::Impl::W(const char* sql) {
+  auto it = stmts_.find(sql);
+  if (it == stmts_.end()) {
+    auto st = sql::Stmt::Prepare(wdb_.get(), sql);
+    if (!st.ok()) return st.status();
+    it = stmts_.emplace(sql, std::move(st.value())).first;
+  }
+  it->second.Reset();
+  return &it->second;
+}
+
+// Starts a write transaction. Its commit fsyncs the WAL if sync=full, if forced (cursor
+// commits), or with sync=normal once normal_sync_interval_ms has passed since the last fsync.
+// SQLite refuses to change synchronous inside a transaction, hence the decision here.
+Status Buffer::Impl::Begin(bool force_sync) {
+  tx_full_ =
+      cfg_.sync == config::SyncMode::kFull || force_sync ||
+      (cfg_.normal_sync_interval_ms > 0 &&
+       clock_->Now() - last_sync_ >= std::chrono::milliseconds(cfg_.normal_sync_interval_ms));
+  if (tx_full_ != sync_full_now_) {
+    if (auto st = sql::Exec(wdb_.get(),
+                            tx_full_ ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        !st.ok())
+      return st;
+    sync_full_now_ = tx_full_;
+  }
+  return sql::Exec(wdb_.get(), "BEGIN IMMEDIATE");
+}
+
+void Buffer::Impl::Rollback() {
+  // After SQLITE_FULL or an I/O error SQLite may or may not have rolled back already.
+  if (!sqlite3_get_autocommit(wdb_.get())) (void)sql::Exec(wdb_.get(), "ROLLBACK");
+}
+
+Status Buffer::Impl::WriteCounters(const State& next) {
+  auto put = [&](const std::string& k, uint64_t v) -> Status {
+    auto st = W("INSERT INTO meta(k, v) VALUES(?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v");
+    if (!st.ok()) return st.status();
+    (*st)->BindText(1, k);
+    (*st)->Bind(2, static_cast<int64_t>(v));
+    return (*st)->Run("write meta");
+  };
+  for (auto [k, v, old] :
+       {std::tuple{"last_seq", next.last_seq, committed_.last_seq},
+        std::tuple{"records", next.records, committed_.records},
+        std::tuple{"bytes", next.bytes, committed_.bytes},
+        std::tuple{"appended_total", next.appended_total, committed_.appended_total},
+        std::tuple{"recoveries", next.recoveries, committed_.recoveries}}) {
+    if (v != old || k == std::string_view("last_seq"))
+      if (auto st = put(k, v); !st.ok()) return st;
+  }
+  for (const auto& [reason, n] : next.drops) {
+    auto it = committed_.drops.find(reason);
+    if (it == committed_.drops.end() || it->second != n)
+      if (auto st = put("drop." + reason, n); !st.ok()) return st;
+  }
+  return Status::Ok();
+}
+
+// Commits the open transaction, with the fsync decided by Begin().
+Status Buffer::Impl::Commit(State* next) {
+  if (auto st = sql::Exec(wdb_.get(), "COMMIT"); !st.ok()) return st;
+  if (tx_full_) {
+    last_sync_ = clock_->Now();
+    unsynced_ = false;
+  } else {
+    unsynced_ = true;
+  }
+  next->last_commit_unix_ms = clock_->NowUnixMs();
+  committed_ = *next;
+  // Keep the WAL inside its budget even if a reader held a checkpoint back.
+  if (FileSize(cfg_.path + "-wal") > wal_budget_) {
+    (void)sql::Exec(wdb_.get(), "PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+  return Status::Ok();
+}
+
+void Buffer::Impl::Publish() {
+  std::lock_guard lk(mu_);
+  bool more = committed_.last_seq != shared_.last_seq || committed_.records != shared_.records;
+  shared_ = committed_;
+  if (more) data_cv_.notify_all();
+}
+
+void Buffer::Impl::Finish(Op* op, Status st, size_t count) {
+  op->status = std::move(st);
+  op->count = count;
+  op->finished = true;
+}
+
+// After SQLITE_FULL: was it max_bytes (max_page_count) or the file system? SQLite reports both
+// as SQLITE_FULL, so ask the file system how much room is left.
+bool Buffer::Impl::DbAtLimit() {
+  std::string dir = std::filesystem::path(cfg_.path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  uint64_t avail = 0;
+  if (opts_.free_disk_bytes) {
+    avail = opts_.free_disk_bytes(dir);
+  } else {
+    struct statvfs vfs {};
+    if (::statvfs(dir.c_str(), &vfs) != 0) return true;
+    avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  }
+  return avail > wal_budget_ + (1u << 20);
+}
+
+Status Buffer::Impl::InsertGroup(const std::vector<Op*>& group, State* next) {
+  auto ins =
+      W("INSERT INTO records(seq, ingest_ms, event_ms, source, key, topic, headers, payload) "
+        "VALUES(?,?,?,?,?,?,?,?)");
+  if (!ins.ok()) return ins.status();
+  sql::Stmt* s = *ins;
+  int64_t now = clock_->NowUnixMs();
+  std::string hdr;
+  for (Op* op : group) {
+    for (const Record& r : op->records) {
+      uint64_t seq = ++next->last_seq;
+      hdr = EncodeHeaders(r.headers);
+      s->Reset();
+      s->Bind(1, static_cast<int64_t>(seq));
+      s->Bind(2, now);
+      s->Bind(3, r.event_time_ms);
+      s->BindBlob(4, r.source);
+      s->BindBlob(5, r.key);
+      s->BindBlob(6, r.topic);
+      if (hdr.empty())
+        s->BindNull(7);
+      else
+        s->BindBlob(7, hdr);
+      s->BindBlob(8, r.payload);
+      if (auto st = s->Run("insert record"); !st.ok()) return st;
+      if (next->first_seq == 0) next->first_seq = seq;
+      next->records++;
+      next->bytes += RowBytes(r, hdr.size());
+      next->appended_total++;
+    }
+  }
+  return WriteCounters(*next);
+}
+
+// Deletes every record with seq <= cutoff_seq inside the open transaction. Records above the
+// smallest cursor count as dropped for `reason`; those at or below it were delivered (trimmed).
+Status Buffer::Impl::DeleteUpTo(uint64_t cutoff_seq, std::string_view reason, State* next) {
+  uint64_t delivered = next->MinCursor();
+  auto q =
+      W("SELECT count(*), ifnull(sum((length(source)+length(key)+length(topic)+length(payload)+"
+        "ifnull(length(headers),0)+8)),0), ifnull(sum(seq > ?2),0) FROM records WHERE seq <= ?1");
+  if (!q.ok()) return q.status();
+  (*q)->Bind(1, static_cast<int64_t>(cutoff_seq));
+  (*q)->Bind(2, static_cast<int64_t>(delivered));
+  int rc = (*q)->Step();
+  if (rc != SQLITE_ROW) return sql::ToStatus(rc, wdb_.get(), "count records");
+  auto n = static_cast<uint64_t>((*q)->Int(0));
+  auto bytes = static_cast<uint64_t>((*q)->Int(1));
+  auto undelivered = static_cast<uint64_t>((*q)->Int(2));
+  (*q)->Reset();
+  if (n == 0) return Status::Ok();
+  auto del = W("DELETE FROM records WHERE seq <= ?");
+  if (!del.ok()) return del.status();
+  (*del)->Bind(1, static_cast<int64_t>(cutoff_seq));
+  if (auto st = (*del)->Run("delete records"); !st.ok()) return st;
+  next->records -= std::min(n, next->records);
+  next->bytes -= std::min(bytes, next->bytes);
+  if (undelivered > 0 && !reason.empty()) next->drops[std::string(reason)] += undelivered;
+  auto first = QueryInt(wdb_.get(), "SELECT ifnull(min(seq),0) FROM records");
+  if (!first.ok()) return first.status();
+  next->first_seq = *first;
+  space_changed_ = true;
+  return Status::Ok();
+}
+
+// One transaction that drops the oldest records until `need_bytes` (logical) are freed.
+Status Buffer::Impl::DropOldest(uint64_t need_bytes, uint64_t* dropped) {
+  *dropped = 0;
+  if (auto st = Begin(); !st.ok()) return st;
+  State next = committed_;
+  uint64_t cutoff = 0, acc = 0;
+  static const std::string kScan =
+      std::string("SELECT seq, ") + kRowBytesSql + " FROM records ORDER BY seq";
+  auto scan = W(kScan.c_str());
+  if (!scan.ok()) {
+    Rollback();
+    return scan.status();
+  }
+  int rc;
+  while (acc < need_bytes && (rc = (*scan)->Step()) == SQLITE_ROW) {
+    cutoff = (*scan)->Int(0);
+    acc += (*scan)->Int(1);
+  }
+  (*scan)->Reset();
+  Status st = cutoff == 0 ? Status::Ok() : DeleteUpTo(cutoff, kDropOldest, &next);
+  if (st.ok() && cutoff != 0) st = WriteCounters(next);
+  uint64_t before = committed_.records;
+  if (st.ok()) st = Commit(&next);
+  if (!st.ok()) {
+    Rollback();
+    return st;
+  }
+  *dropped = before - next.records;
+  return Status::Ok();
+}
+
+void Buffer::Impl::RunAppends(std::vector<Op*>& group) {
+  uint64_t group_records = 0, group_bytes = 0;
+  for (Op* op : group) {
+    group_records += op->records.size();
+    for (const auto& r : op->records) group_bytes += r.ByteSize();
+  }
+  for (;;) {
+    State next = committed_;
+    Status st = Begin();
+    if (st.ok()) st = InsertGroup(group, &next);
+    if (st.ok()) st = Commit(&next);
+    if (st.ok()) {
+      for (Op* op : group) Finish(op, Status::Ok(), op->records.size());
+      blocked_ = false;
+      last_group_ops_ = group.size();
+      return;
+    }
+    Rollback();
+    if (st.code() != Status::Code::kFull) {
+      uint64_t suppressed = 0;
+      if (log_limit_.Allow("append", &suppressed))
+        EF_LOG(kError, kComponent, "append to {} failed: {} ({} similar suppressed)", cfg_.path,
+               st.ToString(), suppressed);
+      for (Op* op : group) Finish(op, st);
+      return;
+    }
+    bool at_limit = DbAtLimit();
+    if (cfg_.when_full == config::WhenFull::kDropOldest && committed_.records > 0) {
+      uint64_t dropped = 0;
+      uint64_t need = std::max<uint64_t>(group_bytes * 2, (cfg_.max_bytes - wal_budget_) / 16);
+      Status ds = DropOldest(need, &dropped);
+      if (ds.ok() && dropped > 0) {
+        uint64_t suppressed = 0;
+        if (log_limit_.Allow("drop_oldest", &suppressed))
+          EF_LOG(kWarning, kComponent, "buffer {} full ({}): dropped the {} oldest records",
+                 cfg_.path, at_limit ? "max_bytes reached" : "disk full", dropped);
+        continue;
+      }
+    }
+    if (cfg_.when_full == config::WhenFull::kBlock) {
+      // Appenders wait; RunAppends is retried when space may have been freed (see WriterLoop).
+      uint64_t suppressed = 0;
+      if (!blocked_ && log_limit_.Allow("block", &suppressed))
+        EF_LOG(kWarning, kComponent, "buffer {} full ({}): appenders wait (when_full=block)",
+               cfg_.path, at_limit ? "max_bytes reached" : "disk full");
+      blocked_ = true;
+      space_changed_ = false;
+      last_full_attempt_ = clock_->Now();
+      return;  // ops stay not done; the loop puts them back
+    }
+    if (group.size() > 1 && committed_.records == 0 &&
+        cfg_.when_full == config::WhenFull::kDropOldest) {
+      // Nothing left to drop: try the appends one by one so that one huge call fails alone.
+      for (Op* op : group) {
+        std::vector<Op*> one{op};
+        RunAppends(one);
+      }
+      return;
+    }
+    std::string_view reason = cfg_.when_full == config::WhenFull::kDropNewest && at_limit
+                                  ? kDropNewest
+                                  : (at_limit ? kDropTooLarge : kDropDiskFull);
+    State next2 = committed_;
+    next2.drops[std::string(reason)] += group_records;
+    if (Begin().ok() && WriteCounters(next2).ok() && Commit(&next2).ok()) {
+    } else {
+      Rollback();
+      committed_ = next2;  // persisted with the next successful transaction
+    }
+    uint64_t suppressed = 0;
+    if (log_limit_.Allow(std::string(reason), &suppressed))
+      EF_LOG(kWarning, kComponent, "buffer {} full: refused {} records ({}; {} similar suppressed)",
+             cfg_.path, group_records, reason, suppressed);
+    for (Op* op : group)
+      Finish(op, Status::Full("buffer " + cfg_.path + " is full (" + std::string(reason) + ")"));
+    return;
+  }
+}
+
+void Buffer::Impl::RunControl(Op* op) {
+  State next = committed_;
+  Status st;
+
+  size_t count = 0;
+  switch (op->kind) {
+    case Op::Kind::kCursor: {
+      auto it = next.cursors.find(op->name);
+      if (it != next.cursors.end() && it->second >= op->seq) return Finish(op, Status::Ok());
+      if (op->seq > next.last_seq)
+        return Finish(op, Status::InvalidArgument(
+                              "cursor " + op->name + " " + std::to_string(op->seq) +
+                              " is beyond the last seq " + std::to_string(next.last_seq)));
+      next.cursors[op->name] = op->seq;
+      // Cursors are durable in every sync mode.
+      st = Begin(true);
+      if (st.ok()) {
+        auto up =
+            W("INSERT INTO cursors(name, seq) VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET "
+              "seq=excluded.seq");
+        st = up.ok() ? Status::Ok() : up.status();
+        if (st.ok()) {
+          (*up)->BindText(1, op->name);
+          (*up)->Bind(2, static_cast<int64_t>(op->seq));
+          st = (*up)->Run("commit cursor");
+        }
+      }
+      if (st.ok()) st = DeleteUpTo(next.MinCursor(), "", &next);
+      break;
+    }
+    case Op::Kind::kDeadLetter: {
+      st = Begin();
+      if (st.ok()) {
+        auto ins =
+            W("INSERT INTO dead_letters(reason, dead_ms, seq, ingest_ms, event_ms, source, key, "
+              "topic, "
+              "headers, payload) VALUES(?,?,?,?,?,?,?,?,?,?)");
+        st = ins.ok() ? Status::Ok() : ins.status();
+        if (st.ok()) {
+          const StoredRecord& sr = *op->dead;
+          std::string hdr = EncodeHeaders(sr.record.headers);
+          sql::Stmt* s = *ins;
+          s->BindText(1, op->name);
+          s->Bind(2, clock_->NowUnixMs());
+          s->Bind(3, static_cast<int64_t>(sr.seq));
+          s->Bind(4, sr.ingest_time_ms);
+          s->Bind(5, sr.record.event_time_ms);
+          s->BindBlob(6, sr.record.source);
+          s->BindBlob(7, sr.record.key);
+          s->BindBlob(8, sr.record.topic);
+          if (hdr.empty())
+            s->BindNull(9);
+          else
+            s->BindBlob(9, hdr);
+          s->BindBlob(10, sr.record.payload);
+          st = s->Run("insert dead letter");
+        }
+      }
+      if (st.ok()) next.dead_letters[op->name]++;
+      count = 1;
+      break;
+    }
+    case Op::Kind::kRequeue: {
+      st = Begin();
+      std::vector<std::pair<int64_t, DeadLetterEntry>> rows;
+      if (st.ok()) {
+        auto sel =
+            W("SELECT id, reason, seq, ingest_ms, event_ms, source, key, topic, headers, payload "
+              "FROM dead_letters ORDER BY id");
+        st = sel.ok() ? Status::Ok() : sel.status();
+        int rc = SQLITE_DONE;
+        while (st.ok() && (rc = (*sel)->Step()) == SQLITE_ROW) {
+          int64_t id = (*sel)->Int(0);
+          if (op->ids && std::find(op->ids->begin(), op->ids->end(), id) == op->ids->end())
+            continue;
+          DeadLetterEntry e;
+          e.id = id;
+          e.reason = (*sel)->Bytes(1);
+          e.record = ReadRow(**sel, 2);
+          rows.emplace_back(id, std::move(e));
+        }
+        if (st.ok() && rc != SQLITE_DONE) st = sql::ToStatus(rc, wdb_.get(), "read dead letters");
+        if (sel.ok()) (*sel)->Reset();
+      }
+      if (st.ok() && !rows.empty()) {
+        Op tmp;
+        for (auto& [id, e] : rows) tmp.records.push_back(std::move(e.record.record));
+        std::vector<Op*> g{&tmp};
+        st = InsertGroup(g, &next);
+        auto del = W("DELETE FROM dead_letters WHERE id = ?");
+        if (!del.ok()) st = del.status();
+        for (auto& [id, e] : rows) {
+          if (!st.ok()) break;
+          (*del)->Reset();
+          (*del)->Bind(1, id);
+          st = (*del)->Run("delete dead letter");
+          if (st.ok() && --next.dead_letters[e.reason] == 0) next.dead_letters.erase(e.reason);
+        }
+      }
+      count = rows.size();
+      break;
+    }
+    case Op::Kind::kAppend:
+      break;
+  }
+  if (st.ok()) st = WriteCounters(next);
+  if (st.ok()) st = Commit(&next);
+  if (!st.ok()) {
+    Rollback();
+    return Finish(op, st);
+  }
+  if (op->kind == Op::Kind::kCursor) {
+    // Give space back to the file system once most of the file is free (FORMAT.md, "Space").
+    auto pc = QueryInt(wdb_.get(), "PRAGMA page_count");
+    auto fl = QueryInt(wdb_.get(), "PRAGMA freelist_count");
+    if (pc.ok() && fl.ok() && *fl > 64 && *fl * 2 > *pc)
+      (void)sql::Exec(wdb_.get(), "PRAGMA incremental_vacuum(" + std::to_string(*fl / 2) + ")");
+  }
+  Finish(op, Status::Ok(), count);
+}
+
+// Background work between groups: max_age retention and, for sync=normal, the periodic fsync
+// of the WAL when the writer is otherwise idle.
+void Buffer::Impl::Housekeeping() {
+  auto now = clock_->Now();
+  if (cfg_.max_age_s > 0 && now - last_age_check_ >= std::chrono::seconds(1)) {
+    last_age_check_ = now;
+    int64_t cutoff_ms = clock_->NowUnixMs() - static_cast<int64_t>(cfg_.max_age_s) * 1000;
+    // Ingest times grow with seq (one writer stamps them), so the expired records are a prefix:
+    // walk it from the oldest and stop at the first young one.
+    uint64_t cutoff_seq = 0;
+    if (auto q = W("SELECT seq, ingest_ms FROM records ORDER BY seq"); q.ok()) {
+      while ((*q)->Step() == SQLITE_ROW && (*q)->Int(1) < cutoff_ms) cutoff_seq = (*q)->Int(0);
+      (*q)->Reset();
+    }
+    if (cutoff_seq > 0) {
+      State next = committed_;
+      Status st = Begin();
+      if (st.ok()) st = DeleteUpTo(cutoff_seq, kDropMaxAge, &next);
+      if (st.ok()) st = WriteCounters(next);
+      if (st.ok()) st = Commit(&next);
+      if (!st.ok()) Rollback();
+    }
+  }
+  if (unsynced_ && cfg_.normal_sync_interval_ms > 0 &&
+      now - last_sync_ >= std::chrono::milliseconds(cfg_.normal_sync_interval_ms)) {
+    // A tiny FULL transaction fsyncs the WAL, which makes every earlier commit durable.
+    State next = committed_;
+    Status st = Begin(true);
+    if (st.ok()) st = WriteCounters(next);
+    if (st.ok()) st = Commit(&next);
+    if (!st.ok()) Rollback();
+  }
+}
+
+bool Buffer::Impl::Runnable() const {
+  for (const Op* op : queue_) {
+    if (op->kind != Op::Kind::kAppend) return true;
+    if (!blocked_ || space_changed_ || stopping_) return true;
+    break;
+  }
+  return stopping_;
+}
+
+void Buffer::Impl::WriterLoop() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    if (!Runnable()) {
+      // Idle: wake for housekeeping when some is pending. The wait is real time (a scheduling
+      // primitive); what is due is decided by clock_.
+      bool pending = unsynced_ || blocked_ || cfg_.max_age_s > 0;
+      if (pending)
+        work_cv_.wait_for(
+            lk, std::chrono::milliseconds(
+                    unsynced_ ? std::max<uint32_t>(cfg_.normal_sync_interval_ms / 4, 1) : 100));
+      else
+        work_cv_.wait(lk);
+    }
+    bool stop =
+        stopping_ && (queue_.empty() || (blocked_ && queue_.front()->kind == Op::Kind::kAppend &&
+                                         std::none_of(queue_.begin(), queue_.end(), [](Op* o) {
+                                           return o->kind != Op::Kind::kAppend;
+                                         })));
+    if (stop) break;
+    std::vector<Op*> control, group;
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if ((*it)->kind != Op::Kind::kAppend) {
+        control.push_back(*it);
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    // Block-mode timeouts and retries.
+    auto now = clock_->Now();
+    if (blocked_ && cfg_.block_timeout_ms > 0) {
+      for (auto it = queue_.begin(); it != queue_.end();) {
+        if (now - (*it)->enqueued >= std::chrono::milliseconds(cfg_.block_timeout_ms)) {
+          Finish(*it,
+                 Status::Unavailable("buffer " + cfg_.path + " full: block_timeout_ms passed"));
+          (*it)->done = true;
+          it = queue_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      done_cv_.notify_all();
+    }
+    bool retry = !blocked_ || space_changed_ || stopping_ ||
+                 now - last_full_attempt_ >= std::chrono::milliseconds(200);
+    auto take = [&] {
+      uint64_t n = 0, bytes = 0;
+      for (Op* op : group) {
+        n += op->records.size();
+        for (const auto& r : op->records) bytes += r.ByteSize();
+      }
+      while (!queue_.empty() && (group.empty() || (n + queue_.front()->records.size() <=
+                                                       cfg_.group_commit_max_records &&
+                                                   bytes < group_max_bytes_))) {
+        Op* op = queue_.front();
+        queue_.pop_front();
+        n += op->records.size();
+        for (const auto& r : op->records) bytes += r.ByteSize();
+        group.push_back(op);
+      }
+      return n;
+    };
+    if (retry && !(stopping_ && blocked_)) {
+      uint64_t n = take();
+      // Linger (sync=full only, and only when appenders were seen to be concurrent): waiting a
+      // little for more appenders is cheap next to the fsync they will share.
+      if (!group.empty() && cfg_.sync == config::SyncMode::kFull && last_group_ops_ > 1 &&
+          cfg_.group_commit_max_delay_ms > 0 && n < cfg_.group_commit_max_records) {
+        auto until = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(cfg_.group_commit_max_delay_ms);
+        while (n < cfg_.group_commit_max_records && !stopping_ &&
+               work_cv_.wait_until(lk, until) != std::cv_status::timeout) {
+          n = take();
+        }
+        n = take();
+      }
+    }
+    lk.unlock();
+    for (Op* op : control) RunControl(op);
+    Housekeeping();
+    if (!group.empty()) RunAppends(group);
+    Publish();
+    lk.lock();
+    // Hand results over under mu_ (a submitter may return and reuse its stack as soon as it
+    // sees done). Blocked appends go back to the front of the queue, in order.
+    for (Op* op : control) op->done = true;
+    for (auto it = group.rbegin(); it != group.rend(); ++it) {
+      if ((*it)->finished)
+        (*it)->done = true;
+      else
+        queue_.push_front(*it);
+    }
+    done_cv_.notify_all();
+  }
+  for (Op* op : queue_) {
+    Finish(op, Status::Aborted("buffer " + cfg_.path + " is closing"));
+    op->done = true;
+  }
+  queue_.clear();
+  done_cv_.notify_all();
+}
+
+Status Buffer::Impl::Submit(Op* op) {
+  std::unique_lock lk(mu_);
+  if (stopping_) return Status::Aborted("buffer " + cfg_.path + " is closing");
+  op->enqueued = clock_->Now();
+  queue_.push_back(op);
+  work_cv_.notify_one();
+  done_cv_.wait(lk, [&] { return op->done; });
+  return op->status;
+}
+
+Result<sql::Stmt*> Buffer::Impl::ReadStmt(const std::string& sql) {
+  auto it = read_.find(sql);
+  if (it == read_.end()) {
+    auto st = sql::Stmt::Prepare(rdb_.get(), sql);
+    if (!st.ok()) return st.status();
+    it = read_.emplace(sql, std::move(st.value())).first;
+  }
+  it->second.Reset();
+  return &it->second;
+}
+
+// --- Buffer ---------------------------------------------------------------------------------
+
+Result<std::unique_ptr<Buffer>> Buffer::Open(const config::BufferConfig& cfg, Clock* clock,
+                                             const OpenOptions& opts) {
+  auto impl = std::make_unique<Impl>(cfg, clock, opts);
+  if (auto st = impl->Open(); !st.ok()) return st;
+  impl->Start();
+  EF_LOG(kInfo, kComponent, "opened {} (sync={}, max_bytes={}, when_full={}, last_seq={})",
+         cfg.path, cfg.sync == config::SyncMode::kFull ? "full" : "normal", cfg.max_bytes,
+         cfg.when_full == config::WhenFull::kDropOldest
+             ? "drop_oldest"
+             : (cfg.when_full == config::WhenFull::kBlock ? "block" : "drop_newest"),
+         impl->shared_.last_seq);
+  return std::unique_ptr<Buffer>(new Buffer(std::move(impl)));
+}
+
+Buffer::Buffer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Buffer::~Buffer() { impl_->Stop(); }
+
+Status Buffer::Append(std::vector<Record> records) {
+  if (records.empty()) return Status::Ok();
+  Impl::Op op;
+  op.records = std::move(records);
+  return impl_->Submit(&op);
+}
+
+Result<std::vector<StoredRecord>> Buffer::ReadAfter(uint64_t after_seq, size_t max_records,
+                                                    size_t max_bytes) {
+  std::vector<StoredRecord> out;
+  if (max_records == 0) return out;
+  std::lock_guard lk(impl_->rmu_);
+  auto st = impl_->ReadStmt(std::string("SELECT ") + kRecordColumns +
+                            " FROM records WHERE seq > ? ORDER BY seq LIMIT ?");
+  if (!st.ok()) return st.status();
+  sql::Stmt* s = *st;
+  s->Bind(1, static_cast<int64_t>(std::min<uint64_t>(after_seq, INT64_MAX)));
+  s->Bind(2, static_cast<int64_t>(std::min<size_t>(max_records, INT64_MAX)));
+  size_t bytes = 0;
+  int rc;
+  while ((rc = s->Step()) == SQLITE_ROW) {
+    auto n = static_cast<size_t>(sqlite3_column_bytes(s->get(), 7));
+    if (!out.empty() && bytes + n > max_bytes) break;
+    bytes += n;
+    out.push_back(ReadRow(*s, 0));
+  }
+  s->Reset();  // ends the read transaction now: never hold the WAL back
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return sql::ToStatus(rc, impl_->rdb_.get(), "read records");
+  return out;
+}
+
+bool Buffer::WaitForRecordsAfter(uint64_t after_seq, std::chrono::milliseconds max_wait) {
+  std::unique_lock lk(impl_->mu_);
+  return impl_->data_cv_.wait_for(lk, max_wait, [&] {
+    return impl_->stopping_ || (impl_->shared_.records > 0 && impl_->shared_.last_seq > after_seq);
+  }) && !impl_->stopping_;
+}
+
+Result<uint64_t> Buffer::LoadCursor(std::string_view name) {
+  std::lock_guard lk(impl_->mu_);
+  auto it = impl_->shared_.cursors.find(name);
+  return it == impl_->shared_.cursors.end() ? uint64_t{0} : it->second;
+}
+
+Status Buffer::CommitCursor(std::string_view name, uint64_t seq) {
+  if (name.empty()) return Status::InvalidArgument("cursor name is empty");
+  Impl::Op op;
+  op.kind = Impl::Op::Kind::kCursor;
+  op.name = std::string(name);
+  op.seq = seq;
+  return impl_->Submit(&op);
+}
+
+Status Buffer::DeadLetter(const StoredRecord& record, std::string_view reason) {
+  Impl::Op op;
+  op.kind = Impl::Op::Kind::kDeadLetter;
+  op.name = std::string(reason);
+  op.dead = &record;
+  return impl_->Submit(&op);
+}
+
+Stats Buffer::GetStats() {
+  State s;
+  {
+    std::lock_guard lk(impl_->mu_);
+    s = impl_->shared_;
+  }
+  int64_t oldest = 0;
+  {
+    std::lock_guard lk(impl_->rmu_);
+    auto c = s.cursors.find(kForwarderCursor);
+    if (auto r = OldestUndeliveredIngestMs(impl_->rdb_.get(), c == s.cursors.end() ? 0 : c->second);
+        r.ok())
+      oldest = *r;
+  }
+  Stats out = MakeStats(s, oldest, impl_->clock_->NowUnixMs());
+  out.file_bytes = FileSize(impl_->cfg_.path) + FileSize(impl_->cfg_.path + "-wal");
+  out.max_bytes = impl_->cfg_.max_bytes;
+  return out;
+}
+
+Result<std::vector<DeadLetterEntry>> Buffer::ListDeadLetters(size_t limit) {
+  std::vector<DeadLetterEntry> out;
+  std::lock_guard lk(impl_->rmu_);
+  auto st = impl_->ReadStmt(
+      "SELECT id, reason, dead_ms, seq, ingest_ms, event_ms, source, key, topic, headers, payload "
+      "FROM dead_letters ORDER BY id LIMIT ?");
+  if (!st.ok()) return st.status();
+  sql::Stmt* s = *st;
+  s->Bind(1, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  int rc;
+  while ((rc = s->Step()) == SQLITE_ROW) {
+    DeadLetterEntry e;
+    e.id = s->Int(0);
+    e.reason = s->Bytes(1);
+    e.dead_lettered_unix_ms = s->Int(2);
+    e.record = ReadRow(*s, 3);
+    out.push_back(std::move(e));
+  }
+  s->Reset();
+  if (rc != SQLITE_DONE) return sql::ToStatus(rc, impl_->rdb_.get(), "list dead letters");
+  return out;
+}
+
+Result<size_t> Buffer::RequeueDeadLetters(std::optional<std::vector<int64_t>> ids) {
+  Impl::Op op;
+  op.kind = Impl::Op::Kind::kRequeue;
+  op.ids = std::move(ids);
+  if (auto st = impl_->Submit(&op); !st.ok()) return st;
+  return op.count;
+}
+
+uint64_t Buffer::LastSeq() const {
+  std::lock_guard lk(impl_->mu_);
+  return impl_->shared_.last_seq;
+}
+
+Result<Stats> ReadStats(const std::string& path, Clock* clock) {
+  if (::access(path.c_str(), F_OK) != 0)
+    return Status::NotFound("buffer file " + path + ": " + std::strerror(errno));
+  auto db = OpenDb(path, SQLITE_OPEN_READONLY, "");
+  if (!db.ok()) return db.status();
+  State s;
+  // One read transaction so that the figures agree with each other.
+  if (auto st = sql::Exec(db->get(), "BEGIN"); !st.ok()) return st;
+  Status st = LoadState(db->get(), &s);
+  int64_t oldest = 0;
+  if (st.ok()) {
+    auto c = s.cursors.find(kForwarderCursor);
+    auto r = OldestUndeliveredIngestMs(db->get(), c == s.cursors.end() ? 0 : c->second);
+    if (r.ok())
+      oldest = *r;
+    else
+      st = r.status();
+  }
+  (void)sql::Exec(db->get(), "COMMIT");
+  if (!st.ok())
+    return Status(
+        st.code() == Status::Code::kCorruption ? st : Status::IOError(path + ": " + st.message()));
+  Stats out = MakeStats(s, oldest, clock->NowUnixMs());
+  out.file_bytes = FileSize(path) + FileSize(path + "-wal");
+  return out;
+}
+
+}  // namespace edgeferry::buffer

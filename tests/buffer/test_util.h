@@ -1,0 +1,87 @@
+// Helpers for the buffer tests: temp dirs, records, byte-level corruption, waiting with a deadline.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "buffer/buffer.h"
+
+namespace edgeferry::buffer::testing {
+
+// A fresh directory under TMPDIR, removed with everything in it at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "edgeferry-buffer-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path_, std::filesystem::perms::owner_all, ec);
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline Record MakeRecord(const std::string& payload, const std::string& source = "test") {
+  Record r;
+  r.source = source;
+  r.key = "k";
+  r.event_time_ms = 1234;
+  r.payload = payload;
+  return r;
+}
+
+inline std::vector<Record> Batch(size_t n, const std::string& prefix, size_t pad = 0) {
+  std::vector<Record> out;
+  for (size_t i = 0; i < n; ++i) {
+    std::string p = prefix + std::to_string(i);
+    if (p.size() < pad) p.resize(pad, '.');
+    out.push_back(MakeRecord(p));
+  }
+  return out;
+}
+
+// Polls `cond` until it holds or `timeout` (scaled by EDGEFERRY_TEST_TIMEOUT_SCALE) passes.
+inline bool WaitFor(const std::function<bool()>& cond,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  double scale = 1;
+  if (const char* s = std::getenv("EDGEFERRY_TEST_TIMEOUT_SCALE")) scale = std::atof(s);
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::milliseconds>(timeout * scale);
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// Byte-level damage.
+inline void OverwriteBytes(const std::string& path, off_t offset, size_t n, char c) {
+  int fd = ::open(path.c_str(), O_WRONLY);
+  if (fd < 0) std::abort();
+  std::string junk(n, c);
+  if (::pwrite(fd, junk.data(), n, offset) != static_cast<ssize_t>(n)) std::abort();
+  ::close(fd);
+}
+inline void TruncateFile(const std::string& path, off_t size) {
+  if (::truncate(path.c_str(), size) != 0) std::abort();
+}
+
+}  // namespace edgeferry::buffer::testing
