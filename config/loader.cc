@@ -252,6 +252,16 @@ std::string RangePhrase(const Key& k, const char* what) {
   return what;
 }
 
+// " with \"name\" and \"type\"": the keys every object of a section needs.
+std::string RequiredKeys(const Section& sec) {
+  std::vector<std::string> names;
+  for (const Key& k : sec.keys) {
+    if (k.required && k.input_types.empty()) names.push_back(k.name);
+  }
+  if (names.empty()) return "";
+  return " with " + JoinQuoted(names, " and ");
+}
+
 std::string Expected(const Key& k) {
   switch (k.type) {
     case Type::kString:
@@ -278,9 +288,9 @@ std::string Expected(const Key& k) {
       if (k.check == Check::kReadableFile) return "an object of names to file paths";
       return "an object of names to strings, numbers or booleans";
     case Type::kObject:
-      return "an object";
+      return "an object" + RequiredKeys(*k.section);
     case Type::kObjectList:
-      return "a list of objects";
+      return "a list of objects" + RequiredKeys(*k.section);
   }
   return "?";
 }

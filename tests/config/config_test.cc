@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config/loader.h"
 #include "config/schema.h"
 
 namespace fs = std::filesystem;
@@ -110,7 +111,7 @@ const char* kMinimal = R"({
 
 }  // namespace
 
-TEST_CASE("every bad config gives exactly the expected errors, in document order") {
+TEST_CASE("config: every bad config gives exactly the expected errors, in document order") {
   ScopedEnv unset("EDGEFERRY_TEST_UNSET", std::nullopt);
   std::vector<fs::path> cases;
   for (const auto& entry : fs::directory_iterator(kBadDir)) {
@@ -135,7 +136,7 @@ TEST_CASE("every bad config gives exactly the expected errors, in document order
   }
 }
 
-TEST_CASE("hostile inputs give one clear error and no crash") {
+TEST_CASE("config: hostile inputs give one clear error and no crash") {
   TempDir dir;
   SUBCASE("100000 nested arrays") {
     WriteFile(dir.File("deep.json"), std::string(100000, '['));
@@ -159,8 +160,9 @@ TEST_CASE("hostile inputs give one clear error and no crash") {
     CHECK(ErrorText(LoadString(text)) ==
           "/device_id: expected a name of 1 to 64 letters, digits, '.', '_' or '-', found \"" +
               std::string(60, '[') +
-              "...\"\n/kafka: required key is missing; expected an object\n"
-              "/inputs: required key is missing; expected a list of objects\n");
+              "...\"\n/kafka: required key is missing; expected an object with \"brokers\"\n"
+              "/inputs: required key is missing; expected a list of objects with \"name\" and "
+              "\"type\"\n");
   }
   SUBCASE("a file over 1 MiB is refused without parsing it") {
     WriteFile(dir.File("huge.json"), "{\"device_id\": \"" + std::string(3 << 20, 'x') + "\"}");
@@ -205,7 +207,7 @@ TEST_CASE("hostile inputs give one clear error and no crash") {
   }
 }
 
-TEST_CASE("every truncation and byte flip of an example fails cleanly or loads") {
+TEST_CASE("config: every truncation and byte flip of an example fails cleanly or loads") {
   ScopedEnv secrets("EDGEFERRY_SECRETS", std::nullopt);
   const std::string text = ReadFile(kSourceDir + "/config/examples/demo.json");
   REQUIRE(LoadString(text).errors.empty());
@@ -228,7 +230,7 @@ TEST_CASE("every truncation and byte flip of an example fails cleanly or loads")
   }
 }
 
-TEST_CASE("the example configs load") {
+TEST_CASE("config: the example configs load") {
   TempDir state;
   TempDir secrets;
   WriteGatewaySecrets(secrets);
@@ -327,7 +329,49 @@ TEST_CASE("the example configs load") {
   }
 }
 
-TEST_CASE("environment variable substitution") {
+// Replaces every value of every example, one at a time, with null and with an object holding an
+// unknown key: the error must be at that value's own pointer (or inside it), whatever the key.
+TEST_CASE("config: a wrong value anywhere in an example is reported at its own pointer") {
+  TempDir state;
+  TempDir secrets;
+  WriteGatewaySecrets(secrets);
+  ScopedEnv s1("EDGEFERRY_SECRETS", secrets.path());
+  ScopedEnv s2("EDGEFERRY_STATE_DIR", state.path());
+  size_t checked = 0;
+  for (const char* name : {"demo.json", "raspberry-pi.json", "industrial-gateway.json"}) {
+    const Json doc = Json::parse(ReadFile(kSourceDir + "/config/examples/" + name));
+    REQUIRE(LoadString(doc.dump()).errors.empty());
+    std::vector<std::string> pointers;
+    auto walk = [&](auto&& self, const Json& j, const std::string& path) -> void {
+      if (!path.empty()) pointers.push_back(path);
+      if (j.is_object()) {
+        for (const auto& [k, v] : j.items()) {
+          self(self, v, path + "/" + edgeferry::config::schema::EscapePointerToken(k));
+        }
+      } else if (j.is_array()) {
+        for (size_t i = 0; i < j.size(); ++i) self(self, j[i], path + "/" + std::to_string(i));
+      }
+    };
+    walk(walk, doc, "");
+    for (const std::string& p : pointers) {
+      for (const Json& replacement : {Json(nullptr), Json{{"zz_unknown", 1}}}) {
+        INFO(name, " ", p, " = ", replacement.dump());
+        Json mutated = doc;
+        mutated[Json::json_pointer(p)] = replacement;
+        LoadResult r = LoadString(mutated.dump());
+        CHECK_FALSE(r.config.has_value());
+        bool at_pointer = std::any_of(r.errors.begin(), r.errors.end(), [&](const auto& e) {
+          return e.path == p || e.path.starts_with(p + "/");
+        });
+        CHECK(at_pointer);
+        ++checked;
+      }
+    }
+  }
+  CHECK(checked > 300);
+}
+
+TEST_CASE("config: environment variable substitution") {
   ScopedEnv a("EF_TEST_A", "alpha");
   ScopedEnv empty("EF_TEST_EMPTY", "");
   ScopedEnv unset("EF_TEST_UNSET", std::nullopt);
@@ -352,7 +396,8 @@ TEST_CASE("environment variable substitution") {
         "\"${EF_TEST_A}\"\n");
 }
 
-TEST_CASE("secrets from password_file and password_env, relative paths from the config dir") {
+TEST_CASE(
+    "config: secrets from password_file and password_env, relative paths from the config dir") {
   TempDir dir;
   WriteFile(dir.File("mqtt.pass"), "pw-from-file\n");
   WriteFile(dir.File("key.pass"), "keypass");
@@ -394,7 +439,7 @@ TEST_CASE("secrets from password_file and password_env, relative paths from the 
 // Builds, from the table, a config that spells out every documented default, and checks that it
 // loads to the same structs as a config that leaves them out: the docs and schema cannot claim a
 // default the code does not have.
-TEST_CASE("documented defaults are the struct defaults") {
+TEST_CASE("config: documented defaults are the struct defaults") {
   using edgeferry::config::schema::Key;
   using edgeferry::config::schema::Root;
   using edgeferry::config::schema::Section;
@@ -459,11 +504,11 @@ TEST_CASE("documented defaults are the struct defaults") {
   CHECK(a.config->kafka == k);
 }
 
-TEST_CASE("the committed JSON Schema is the generated one") {
+TEST_CASE("config: the committed JSON Schema is the generated one") {
   CHECK(ReadFile(kSourceDir + "/config/edgeferry.schema.json") == edgeferry::config::JsonSchema());
 }
 
-TEST_CASE("config/README.md documents every key: its reference is the generated one") {
+TEST_CASE("config: config/README.md documents every key: its reference is the generated one") {
   const std::string readme = ReadFile(kSourceDir + "/config/README.md");
   const std::string begin = "<!-- BEGIN GENERATED KEY REFERENCE (edgeferry_schema_gen) -->\n";
   const std::string end = "\n<!-- END GENERATED KEY REFERENCE -->";
