@@ -1,5 +1,6 @@
 #include "sensors/sensors.h"
 
+#include "sensors/mqtt_input.h"
 #include "sensors/sensor_input.h"
 
 namespace edgeferry::sensors {
@@ -11,7 +12,7 @@ Result<std::unique_ptr<Input>> CreateInput(const config::InputConfig& cfg,
   if (sink == nullptr) return Status::InvalidArgument("input " + cfg.name + ": no sink");
   if (clock == nullptr) clock = SystemClock();
   if (cfg.type == "mqtt") {
-    return Status::InvalidArgument("input " + cfg.name + ": type mqtt is not implemented yet");
+    return MakeMqttInput(cfg, device_id, sink, clock);
   }
   if (!cfg.sensor) {
     return Status::InvalidArgument("input " + cfg.name + ": type \"" + cfg.type +

@@ -1,0 +1,17 @@
+// The MQTT input (internal to sensors/; tests include it). See sensors/README.md, "MQTT input",
+// for the acknowledgement contract and what Paho allows.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "sensors/sensors.h"
+
+namespace edgeferry::sensors {
+
+// Validates cfg.mqtt and builds the input (does not connect; Start does).
+Result<std::unique_ptr<Input>> MakeMqttInput(const config::InputConfig& cfg,
+                                             const std::string& device_id, RecordSink* sink,
+                                             Clock* clock);
+
+}  // namespace edgeferry::sensors
