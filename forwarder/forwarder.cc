@@ -24,6 +24,10 @@ namespace {
 constexpr const char* kLog = "forwarder";
 // Upper bound on one ReadAfter, so that one read does not pin a large allocation.
 constexpr size_t kMaxReadRecords = 4096;
+// After a transient failure, at most this many records are in flight until one is delivered: a
+// long outage then costs one small probe per message.timeout.ms, not a full window re-encoded
+// and expired again and again.
+constexpr uint64_t kProbeRecords = 64;
 
 // Errors after which sending the same record again can never succeed. Everything else (broker
 // down, timeouts, leader changes, missing topic, authorization) is transient: keep the record and
@@ -265,6 +269,7 @@ class Forwarder::Impl {
     }
     completions_.clear();
     if (ok > 0) {
+      probing_ = false;
       if (!recovering_) backoff_.Reset();
       std::lock_guard s(stats_mu_);
       stats_.delivered_records += ok;
@@ -285,7 +290,10 @@ class Forwarder::Impl {
     batch_.clear();
     batch_pos_ = 0;
     std::chrono::milliseconds delay(0);
-    if (transient) delay = backoff_.Fail();
+    if (transient) {
+      delay = backoff_.Fail();
+      probing_ = true;
+    }
     LogLimited(LogLevel::kWarning, reason.substr(0, reason.find(':')),
                fmt::format("delivery failed ({}); holding records from seq {} in the buffer, "
                            "retrying in {} ms",
@@ -530,13 +538,18 @@ class Forwarder::Impl {
     Shutdown();
   }
 
+  uint64_t InflightCap() const {
+    return probing_ ? std::min<uint64_t>(cfg_.max_inflight_records, kProbeRecords)
+                    : cfg_.max_inflight_records;
+  }
+
   // Fills batch_ from the source. False if the loop should go round again (waited, or full).
   bool ReadBatch() {
     batch_.clear();
     batch_pos_ = 0;
-    uint64_t cap = cfg_.max_inflight_records;
+    uint64_t cap = InflightCap();
     uint64_t cap_bytes = cfg_.max_inflight_bytes;
-    uint64_t free_records = cap - inflight_records_;
+    uint64_t free_records = cap > inflight_records_ ? cap - inflight_records_ : 0;
     uint64_t free_bytes = cap_bytes > inflight_bytes_ ? cap_bytes - inflight_bytes_ : 0;
     // Hysteresis: with a backlog, read in chunks rather than one record per delivery report.
     bool room = inflight_records_ == 0 ||
@@ -581,7 +594,7 @@ class Forwarder::Impl {
         ++batch_pos_;
         continue;
       }
-      if (inflight_records_ >= cfg_.max_inflight_records) {
+      if (inflight_records_ >= InflightCap()) {
         Poll(10);
         return;
       }
@@ -651,6 +664,7 @@ class Forwarder::Impl {
   Backoff backoff_;
   RateLimiter log_limiter_;
   bool recovering_ = false;
+  bool probing_ = false;  // since the last transient failure, nothing delivered yet
   uint64_t read_pos_ = 0;
   uint64_t committed_ = 0;
   Clock::TimePoint last_commit_{};
