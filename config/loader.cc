@@ -45,7 +45,7 @@ std::string Quote(std::string_view text) {
   return q;
 }
 
-std::string Describe(const Json& v) {
+std::string DescribeValue(const Json& v) {
   switch (v.type()) {
     case Json::value_t::string:
       return Quote(v.get_ref<const std::string&>());
@@ -599,7 +599,7 @@ bool ParseSection(const Json& j, const Section& sec, void* obj, const std::strin
 bool ParseValue(const Key& k, const Json& v, void* obj, const std::string& path, LoadContext& ctx,
                 std::string* string_value) {
   auto type_error = [&] {
-    ctx.Error(path, "expected " + Expected(k) + ", found " + schema::Describe(v));
+    ctx.Error(path, "expected " + Expected(k) + ", found " + schema::DescribeValue(v));
     return false;
   };
   switch (k.type) {
@@ -652,7 +652,7 @@ bool ParseValue(const Key& k, const Json& v, void* obj, const std::string& path,
           std::string what = !k.allowed.empty()        ? "one of " + JoinQuoted(k.allowed)
                              : k.check != Check::kNone ? StringPhrase(k)
                                                        : "a string";
-          ctx.Error(ipath, "expected " + what + ", found " + schema::Describe(item));
+          ctx.Error(ipath, "expected " + what + ", found " + schema::DescribeValue(item));
           ok = false;
           continue;
         }
@@ -683,7 +683,7 @@ bool ParseValue(const Key& k, const Json& v, void* obj, const std::string& path,
           ctx.Error(ipath, std::string("expected ") +
                                (k.check == Check::kNone ? "a string, number or boolean"
                                                         : StringPhrase(k).c_str()) +
-                               ", found " + schema::Describe(item));
+                               ", found " + schema::DescribeValue(item));
           ok = false;
           continue;
         }
@@ -712,7 +712,7 @@ bool ParseValue(const Key& k, const Json& v, void* obj, const std::string& path,
       for (size_t i = 0; i < v.size(); ++i) {
         std::string ipath = path + "/" + std::to_string(i);
         if (!v[i].is_object()) {
-          ctx.Error(ipath, "expected an object, found " + schema::Describe(v[i]));
+          ctx.Error(ipath, "expected an object, found " + schema::DescribeValue(v[i]));
           ok = false;
           continue;
         }
@@ -966,7 +966,7 @@ LoadResult LoadText(const std::string& text, const std::string& origin,
     return result;
   }
   if (!doc.is_object()) {
-    ctx.Error("", "expected a JSON object at the top level, found " + schema::Describe(doc));
+    ctx.Error("", "expected a JSON object at the top level, found " + schema::DescribeValue(doc));
     result.errors = std::move(ctx.errors);
     return result;
   }

@@ -65,7 +65,7 @@ class SectionState {
 std::string EscapePointerToken(std::string_view token);
 // A value as it appears in messages: strings quoted and cut at 60 characters, lists and
 // objects by kind ("a list", "an object").
-std::string Describe(const Json& value);
+std::string DescribeValue(const Json& value);
 std::string Quote(std::string_view text);
 // Closest candidate within a small edit distance, or "".
 std::string Suggest(std::string_view wrong, const std::vector<std::string>& candidates);

@@ -395,16 +395,17 @@ Section MakeKafka() {
       {.name = "topic_template",
        .type = Type::kString,
        .description = "Kafka topic of each record unless its input sets topic. Placeholders: "
-                      "{device} (device_id), {input} (input name), {topic} (the MQTT topic, "
-                      "\"/\" turned into \".\"). Other characters: letters, digits, '.', '_', "
-                      "'-'.",
+                      "{device} (device_id), {input} (input name), {topic} (the record's own "
+                      "topic, empty unless its input set one). Other characters: letters, "
+                      "digits, '.', '_', '-'. See forwarder/README.md.",
        .default_value = "edgeferry.{device}.{input}",
        .check = Check::kTopicTemplate,
        .set = Field(&KafkaConfig::topic_template)},
       {.name = "key_template",
        .type = Type::kString,
-       .description = "Record key; the same placeholders as topic_template. The default keeps "
-                      "each input's readings in order inside one partition.",
+       .description = "Record key when the input did not set one (an MQTT input's "
+                      "topic_pattern can); the same placeholders as topic_template. The default "
+                      "keeps each input's readings in order inside one partition.",
        .default_value = "{device}.{input}",
        .check = Check::kKeyTemplate,
        .set = Field(&KafkaConfig::key_template)},
@@ -657,7 +658,8 @@ Section MakeInput(const Section* tls, const Section* subscription) {
       {.name = "topic_pattern",
        .type = Type::kString,
        .description = "Takes fields from the MQTT topic, e.g. \"plant/{device}/+/{sensor}\": "
-                      "levels are literals, +, # (last) or {name} captures.",
+                      "levels are literals, +, # (last) or {name} captures. Each capture becomes "
+                      "a record header; {key} (else {device}) becomes the record's Kafka key.",
        .check = Check::kTopicPattern,
        .input_types = mqtt,
        .set = MqttField(&MqttInputConfig::topic_pattern)},
