@@ -1,7 +1,7 @@
 // The forwarder against real Apache Kafka 4.1 brokers from the test rig: routing and metadata,
 // a long outage while the source keeps growing, a killed partition leader in a three-node
-// cluster, the codec on the broker's log, and a broker-side size limit. The source is the
-// in-memory fake (tests/forwarder/memory_source.h).
+// cluster, the codec on the broker's log, and a broker-side size limit. The source is the real
+// SQLite buffer (buffer::Buffer, sync=full) in a temp dir.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -11,8 +11,8 @@
 #include <sstream>
 #include <thread>
 
+#include "buffer/buffer.h"
 #include "forwarder/forwarder.h"
-#include "tests/forwarder/memory_source.h"
 #include "tests/forwarder/test_util.h"
 #include "tests/rig/rig.h"
 
@@ -20,7 +20,6 @@ namespace edgeferry::forwarder {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::MemorySource;
 
 const std::vector<std::string> kInputs = {"temp", "humidity", "plant-mqtt", "vibration"};
 
@@ -43,34 +42,65 @@ config::KafkaConfig KafkaConfigFor(const rig::KafkaCluster& k, const std::string
   return c;
 }
 
-std::set<uint64_t> Append(MemorySource& src, size_t n, std::mutex* mu = nullptr,
-                          std::set<uint64_t>* into = nullptr) {
-  std::set<uint64_t> seqs;
-  for (size_t i = 0; i < n; ++i) {
-    Record r;
-    r.source = kInputs[i % kInputs.size()];
-    // Event time derived from the seq the record will get (one appender per source).
-    r.event_time_ms = 1'700'000'000'000 + static_cast<int64_t>(src.last_seq() + 1);
-    r.payload = "{\"v\":" + std::to_string(i) + ",\"unit\":\"C\"}";
-    r.headers.push_back({"unit", "C"});
-    r.headers.push_back({"bin", std::string("\0\xff", 2)});
-    uint64_t s = src.Append(std::move(r));
-    seqs.insert(s);
-    if (into != nullptr) {
-      std::lock_guard lock(*mu);
-      into->insert(s);
-    }
+// The real buffer in a temp dir, with the helpers the tests need. Thread-safe (Buffer is).
+class Source {
+ public:
+  Source() {
+    config::BufferConfig c;
+    c.path = (dir_ / "buffer.db").string();
+    auto b = buffer::Buffer::Open(c);
+    REQUIRE_MESSAGE(b.ok(), b.status().ToString());
+    buf_ = std::move(b).value();
   }
-  return seqs;
-}
+  RecordSource* get() { return buf_.get(); }
+  buffer::Buffer& buffer() { return *buf_; }
+
+  // Appends n readings in one call (one transaction: consecutive seqs) and returns their seqs.
+  // The event time is derived from the seq the record will get (one appender per Source).
+  std::set<uint64_t> Append(size_t n) {
+    std::vector<Record> rs;
+    uint64_t before = buf_->LastSeq();
+    for (size_t i = 0; i < n; ++i) {
+      Record r;
+      r.source = kInputs[(before + i) % kInputs.size()];
+      r.event_time_ms = 1'700'000'000'000 + static_cast<int64_t>(before + 1 + i);
+      r.payload = "{\"v\":" + std::to_string(before + 1 + i) + ",\"unit\":\"C\"}";
+      r.headers.push_back({"unit", "C"});
+      r.headers.push_back({"bin", std::string("\0\xff", 2)});
+      rs.push_back(std::move(r));
+    }
+    Status st = buf_->Append(std::move(rs));
+    REQUIRE_MESSAGE(st.ok(), st.ToString());
+    uint64_t after = buf_->LastSeq();
+    REQUIRE(after - before == n);
+    std::set<uint64_t> seqs;
+    for (uint64_t s = before + 1; s <= after; ++s) seqs.insert(s);
+    return seqs;
+  }
+  uint64_t cursor() { return buf_->LoadCursor(kCursorName).value(); }
+  uint64_t last_seq() { return buf_->LastSeq(); }
+  std::vector<buffer::DeadLetterEntry> dead_letters() {
+    auto dl = buf_->ListDeadLetters(1000);
+    REQUIRE(dl.ok());
+    return dl.value();
+  }
+
+ private:
+  rig::TempDir dir_{"edgeferry-fwd-test"};
+  std::unique_ptr<buffer::Buffer> buf_;
+};
 
 // Appends `per_tick` records every 20 ms until stopped: inputs that keep producing.
 class Producer {
  public:
-  Producer(MemorySource* src, size_t per_tick) : src_(src) {
+  Producer(Source* src, size_t per_tick) : src_(src) {
     thread_ = std::thread([this, per_tick] {
       while (!stop_) {
-        Append(*src_, per_tick, &mu_, &seqs_);
+        auto s = src_->Append(per_tick);
+        {
+          std::lock_guard lock(mu_);
+          seqs_.insert(s.begin(), s.end());
+        }
         std::this_thread::sleep_for(20ms);  // pacing, not synchronisation
       }
     });
@@ -86,7 +116,7 @@ class Producer {
   }
 
  private:
-  MemorySource* src_;
+  Source* src_;
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::set<uint64_t> seqs_;
@@ -122,21 +152,21 @@ testing::DeliveryCheck RequireNoLoss(rig::KafkaCluster& k, const std::string& to
   return check;
 }
 
-std::unique_ptr<Forwarder> StartForwarder(const config::KafkaConfig& c, MemorySource* src) {
-  auto f = Forwarder::Create(c, "gw-7", src);
+std::unique_ptr<Forwarder> StartForwarder(const config::KafkaConfig& c, Source* src) {
+  auto f = Forwarder::Create(c, "gw-7", src->get());
   REQUIRE_MESSAGE(f.ok(), f.status().ToString());
   REQUIRE(f.value()->Start().ok());
   return std::move(f).value();
 }
 
-bool Drained(MemorySource& src) { return src.cursor() == src.last_seq(); }
+bool Drained(Source& src) { return src.cursor() == src.last_seq(); }
 
 TEST_CASE("kafka: records arrive with key, timestamp and headers, per-key in seq order") {
   auto kafka = rig::KafkaCluster::Shared();
   std::string topic = rig::UniqueName("fwd-basic");
   kafka->CreateTopic(topic, 3);
-  MemorySource src;
-  auto expected = Append(src, 5000);
+  Source src;
+  auto expected = src.Append(5000);
   auto fwd = StartForwarder(KafkaConfigFor(*kafka, topic), &src);
   REQUIRE(testing::WaitUntil([&] { return Drained(src); }, 60s));
   fwd->Stop(10s);
@@ -149,7 +179,7 @@ TEST_CASE("kafka: records arrive with key, timestamp and headers, per-key in seq
   std::set<int32_t> partitions_of_temp;
   for (const auto& c : got) {
     uint64_t seq = std::stoull(testing::HeaderValue(c, kHeaderSeq).value_or("0"));
-    const std::string& input = kInputs[(seq - 1) % kInputs.size()];
+    const std::string& input = kInputs[(seq - 1) % kInputs.size()];  // as Source::Append
     CHECK(c.key == "gw-7." + input);
     CHECK(testing::HeaderValue(c, kHeaderDevice) == "gw-7");
     CHECK(testing::HeaderValue(c, kHeaderSource) == input);
@@ -168,7 +198,7 @@ TEST_CASE("kafka: broker stopped for a long outage while inputs keep producing: 
   auto kafka = rig::KafkaCluster::Start(1);
   std::string topic = rig::UniqueName("fwd-outage");
   kafka->CreateTopic(topic, 2);
-  MemorySource src;
+  Source src;
   auto c = KafkaConfigFor(*kafka, topic);
   c.message_timeout_ms = 10000;  // records expire inside librdkafka during the outage
   auto fwd = StartForwarder(c, &src);
@@ -204,7 +234,7 @@ TEST_CASE("kafka: three nodes, the partition leader killed mid-stream: zero lost
   auto kafka = rig::KafkaCluster::Start(3);
   std::string topic = rig::UniqueName("fwd-leader");
   kafka->CreateTopic(topic, 3, 3);
-  MemorySource src;
+  Source src;
   auto fwd = StartForwarder(KafkaConfigFor(*kafka, topic), &src);
   Producer producer(&src, 20);
   REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().delivered_records >= 2000; }, 60s));
@@ -231,10 +261,10 @@ TEST_CASE("kafka: the broker's log shows the configured codec (zstd, lz4)") {
     CAPTURE(codec);
     std::string topic = rig::UniqueName("fwd-codec-" + codec);
     kafka->CreateTopic(topic, 1);
-    MemorySource src;
+    Source src;
     auto c = KafkaConfigFor(*kafka, topic);
     c.compression = codec;
-    auto expected = Append(src, 2000);
+    auto expected = src.Append(2000);
     auto fwd = StartForwarder(c, &src);
     REQUIRE(testing::WaitUntil([&] { return Drained(src); }, 60s));
     fwd->Stop(10s);
@@ -252,15 +282,16 @@ TEST_CASE("kafka: a record over the topic's max.message.bytes is dead-lettered; 
   auto kafka = rig::KafkaCluster::Shared();
   std::string topic = rig::UniqueName("fwd-toolarge");
   kafka->CreateTopic(topic, 1, 0, {{"max.message.bytes", "4000"}});
-  MemorySource src;
+  Source src;
   auto c = KafkaConfigFor(*kafka, topic);
   c.compression = "none";  // so that the payload size is what the broker sees
-  auto expected = Append(src, 200);
+  auto expected = src.Append(200);
   Record big;
   big.source = "temp";
   big.payload.assign(20000, 'x');
-  uint64_t big_seq = src.Append(big);
-  auto after = Append(src, 200);
+  REQUIRE(src.buffer().Append({big}).ok());
+  uint64_t big_seq = src.last_seq();
+  auto after = src.Append(200);
   expected.insert(after.begin(), after.end());
   auto fwd = StartForwarder(c, &src);
   REQUIRE(testing::WaitUntil([&] { return Drained(src); }, 60s));
@@ -268,6 +299,7 @@ TEST_CASE("kafka: a record over the topic's max.message.bytes is dead-lettered; 
   auto dl = src.dead_letters();
   REQUIRE(dl.size() == 1);
   CHECK(dl[0].record.seq == big_seq);
+  CHECK(dl[0].record.record.payload.size() == 20000);
   CHECK(dl[0].reason.find("MSG_SIZE_TOO_LARGE") != std::string::npos);
   RequireNoLoss(*kafka, topic, expected);
 }
