@@ -181,6 +181,9 @@ struct LoadResult {
 };
 
 // Reads, substitutes ${VAR} from the environment, reads *_file secrets, validates. Never throws.
+// LoadFile resolves relative paths against the file's directory; LoadString leaves them relative
+// to the current directory. Environment variables are read at call time (SIGHUP reload sees
+// changes in the agent's own environment only).
 LoadResult LoadFile(const std::string& path);
 LoadResult LoadString(const std::string& text, const std::string& origin = "<string>");
 

@@ -133,7 +133,10 @@ void FinishKafka(void* obj, SectionState& s) {
           continue;
         }
       }
-      if (std::string why = LibrdkafkaProblem(name, value, false); !why.empty()) {
+      // Secrets written inline (against advice) are still not echoed back.
+      bool secret =
+          name.find("password") != std::string::npos || name.find("secret") != std::string::npos;
+      if (std::string why = LibrdkafkaProblem(name, value, secret); !why.empty()) {
         s.Error(path, why);
       }
     }
