@@ -160,7 +160,7 @@ void SensorScheduler::TimerLoop() {
     for (auto& [id, task] : core_->tasks) {
       if (task->committing) continue;
       if (task->running || task->queued) {
-        auto deadline = task->started + task->spec.timeout;
+        auto deadline = task->started + task->spec.timeout + task->spec.grace;
         if (!task->timed_out && now >= deadline) {
           task->timed_out = true;
           if (task->spec.on_timeout) task->spec.on_timeout();
@@ -184,7 +184,7 @@ void SensorScheduler::TimerLoop() {
         // Fixed rate; a late or slow read skips the missed ticks instead of bursting.
         task->next_due += task->spec.interval;
         if (task->next_due <= now) task->next_due = now + task->spec.interval;
-        auto deadline = now + task->spec.timeout;
+        auto deadline = now + task->spec.timeout + task->spec.grace;
         if (deadline < next) next = deadline;
       }
       if (task->next_due < next) next = task->next_due;

@@ -29,6 +29,9 @@ struct TaskSpec {
   std::chrono::milliseconds interval{1000};
   std::chrono::milliseconds jitter{0};  // first run at a random point in [0, jitter]
   std::chrono::milliseconds timeout{2000};
+  // The read is abandoned at timeout + grace: readers that enforce the deadline themselves (exec
+  // kills its child at `deadline`) finish within the grace and count their own timeout.
+  std::chrono::milliseconds grace{0};
   // The read. Runs on a worker thread, never concurrently with itself. `deadline` is when the
   // scheduler gives up on it (exec kills its child then). The timeout covers only this part.
   std::function<void(Clock::TimePoint deadline)> run;

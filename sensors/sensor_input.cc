@@ -128,6 +128,7 @@ SensorInput::SensorInput(const config::InputConfig& cfg, std::string device_id, 
   spec_.interval = PollInterval(cfg);
   spec_.jitter = std::chrono::milliseconds(s.jitter_ms);
   spec_.timeout = std::chrono::milliseconds(s.timeout_ms);
+  spec_.grace = std::chrono::milliseconds(250);
   std::shared_ptr<State> st = state_;
   spec_.run = [st](Clock::TimePoint deadline) {
     st->ticks.fetch_add(1, std::memory_order_relaxed);
@@ -290,7 +291,6 @@ Result<std::unique_ptr<SensorReader>> MakeReader(const config::InputConfig& cfg,
     }
     return MakeSimulatedReader(s, clock);
   }
-#ifdef EDGEFERRY_ALL_READERS
   if (kind == "hwmon") return MakeHwmonReader(s);
   if (kind == "thermal") return MakeThermalReader(s);
   if (kind == "iio") return MakeIioReader(s);
@@ -314,7 +314,6 @@ Result<std::unique_ptr<SensorReader>> MakeReader(const config::InputConfig& cfg,
     }
     return MakeExecReader(s, clock);
   }
-#endif
   return Status::InvalidArgument("input " + cfg.name + ": unknown type \"" + kind + "\"");
 }
 
