@@ -1,0 +1,347 @@
+// The daemon's life under a real Kafka: sd_notify through a fake NOTIFY_SOCKET, the watchdog
+// that stops when a main loop hangs, `status` while it runs, SIGHUP reloads, the metrics
+// endpoint (scraped directly and by a real Prometheus), dead letters through the daemon.
+#include <doctest/doctest.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+
+#include "buffer/buffer.h"
+#include "forwarder/forwarder.h"
+#include "tests/agent/harness.h"
+
+namespace edgeferry::agent_test {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+// Seq numbers of every record of `topic`, asserting there is no duplicate.
+std::set<uint64_t> SeqsOf(const std::vector<rig::ConsumedRecord>& records) {
+  std::set<uint64_t> seqs;
+  for (const auto& r : records) {
+    auto seq = HeaderValue(r, forwarder::kHeaderSeq);
+    REQUIRE(seq.has_value());
+    seqs.insert(std::stoull(*seq));
+  }
+  return seqs;
+}
+
+TEST_CASE("sd_notify: READY=1 after start, STATUS= with the backlog, WATCHDOG=1, STOPPING=1") {
+  auto kafka = rig::KafkaCluster::Shared();
+  rig::TempDir dir("edgeferry-notify");
+  std::string topic = rig::UniqueName("notify");
+  kafka->CreateTopic(topic);
+  auto config =
+      WriteConfig(dir, SimulatedConfig(dir, kafka->bootstrap(), "notify-dev", topic, 20, 1));
+  NotifySocket sock(dir / "notify.sock");
+
+  Daemon agent(dir, config,
+               {{"NOTIFY_SOCKET", sock.path().string()}, {"WATCHDOG_USEC", "2000000"}});
+  REQUIRE_MESSAGE(rig::WaitFor(
+                      [&] {
+                        sock.Drain();
+                        return sock.Count("READY=1") == 1 && sock.Count("WATCHDOG=1") >= 3;
+                      },
+                      30s),
+                  agent.Log());
+  auto statuses = sock.Messages("STATUS=");
+  REQUIRE(!statuses.empty());
+  CHECK(std::regex_search(statuses.back(), std::regex("^STATUS=backlog [0-9]+ records")));
+  // READY=1 comes once the buffer holds what the input appended: the status file exists.
+  CHECK(std::filesystem::exists(dir / "buffer.db-status.json"));
+
+  auto code = agent.Terminate();
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  sock.Drain();
+  CHECK(sock.Count("STOPPING=1") == 1);
+}
+
+TEST_CASE("watchdog: WATCHDOG=1 stops while the forwarder loop hangs and resumes after") {
+  auto kafka = rig::KafkaCluster::Shared();
+  rig::TempDir dir("edgeferry-watchdog");
+  std::string topic = rig::UniqueName("watchdog");
+  kafka->CreateTopic(topic);
+  auto config = WriteConfig(dir, SimulatedConfig(dir, kafka->bootstrap(), "wd-dev", topic, 20, 1));
+  NotifySocket sock(dir / "notify.sock");
+  // WatchdogSec=2s: the forwarder may stand still for max(1 s, 2 s) before it counts as hung.
+  Daemon agent(dir, config,
+               {{"NOTIFY_SOCKET", sock.path().string()},
+                {"WATCHDOG_USEC", "2000000"},
+                {"EDGEFERRY_TEST_FAULTS", "1"}});
+  REQUIRE_MESSAGE(rig::WaitFor(
+                      [&] {
+                        sock.Drain();
+                        return sock.Count("WATCHDOG=1") >= 3;
+                      },
+                      30s),
+                  agent.Log());
+
+  agent.process().Signal(SIGUSR2);  // test hook: the forwarder's reads from the buffer block
+  auto hung_at = std::chrono::steady_clock::now();
+  // Healthy, the agent pets every 500 ms; hung, it must go quiet. Wait for 3 s of silence.
+  bool silent = rig::WaitFor(
+      [&] {
+        sock.Drain();
+        auto last = sock.Last("WATCHDOG=1");
+        return last && std::chrono::steady_clock::now() - *last > 3s;
+      },
+      30s);
+  REQUIRE_MESSAGE(silent, agent.Log());
+  auto last_pet = *sock.Last("WATCHDOG=1");
+  // The last pet came within the forwarder's allowance (2 s) plus a tick after the hang.
+  CHECK(last_pet - hung_at < 3s);
+
+  // `status` names the stalled loop.
+  auto st = RunEdgeferry({"status", "-c", config.string(), "--json"});
+  CHECK(st.exit_code == 0);
+  json doc = json::parse(st.out);
+  CHECK(doc["watchdog"]["stalled"] == json::array({"forwarder"}));
+
+  size_t before = sock.Count("WATCHDOG=1");
+  agent.process().Signal(SIGUSR2);  // released: pets resume
+  REQUIRE(rig::WaitFor(
+      [&] {
+        sock.Drain();
+        return sock.Count("WATCHDOG=1") >= before + 2;
+      },
+      30s));
+  auto code = agent.Terminate();
+  REQUIRE(code.has_value());
+  CHECK_MESSAGE(*code == 0, agent.Log());
+}
+
+TEST_CASE("status: shows the running daemon's backlog, deliveries and input counters") {
+  auto kafka = rig::KafkaCluster::Shared();
+  rig::TempDir dir("edgeferry-status");
+  std::string topic = rig::UniqueName("status");
+  kafka->CreateTopic(topic);
+  auto config =
+      WriteConfig(dir, SimulatedConfig(dir, kafka->bootstrap(), "status-dev", topic, 50, 1));
+
+  Daemon agent(dir, config);
+  REQUIRE_MESSAGE(kafka->ReadAll(topic, 50, 60s).size() >= 50, agent.Log());
+  json doc;
+  // The status file is refreshed every second: wait until it reports deliveries.
+  REQUIRE(rig::WaitFor(
+      [&] {
+        auto r = RunEdgeferry({"status", "-c", config.string(), "--json"});
+        if (r.exit_code != 0) return false;
+        doc = json::parse(r.out);
+        return doc["kafka"]["delivered_records"].get<uint64_t>() >= 50;
+      },
+      30s));
+  CHECK(doc["daemon"]["running"] == true);
+  CHECK(doc["daemon"]["pid"] == agent.process().pid());
+  CHECK(doc["daemon"]["device_id"] == "status-dev");
+  CHECK(doc["buffer"]["last_seq"].get<uint64_t>() >= 50);
+  CHECK(doc["buffer"]["cursors"]["kafka"]["seq"].get<uint64_t>() > 0);
+  CHECK(doc["buffer"].contains("oldest_undelivered_age_ms"));
+  CHECK(doc["buffer"]["drops"].is_object());
+  CHECK(doc["buffer"]["dead_letters"].is_object());
+  CHECK(doc["kafka"]["last_delivery_unix_ms"].get<int64_t>() > 0);
+  REQUIRE(doc["inputs"].size() == 1);
+  CHECK(doc["inputs"][0]["name"] == "sim");
+  CHECK(doc["inputs"][0]["state"] == "running");
+  CHECK(doc["inputs"][0]["accepted"].get<uint64_t>() >= 50);
+
+  auto text = RunEdgeferry({"status", "-c", config.string()});
+  CHECK(text.exit_code == 0);
+  CHECK(text.out.find("running, pid " + std::to_string(agent.process().pid())) !=
+        std::string::npos);
+  CHECK(text.out.find("backlog") != std::string::npos);
+  CHECK(text.out.find("last delivery") != std::string::npos);
+  CHECK(std::regex_search(text.out, std::regex("sim +simulated +running +received [0-9]+")));
+
+  // dead-letters list goes through the daemon (it alone writes the buffer): none here.
+  auto dl = RunEdgeferry({"dead-letters", "list", "-c", config.string(), "--json"});
+  CHECK_MESSAGE(dl.exit_code == 0, dl.err);
+  CHECK(json::parse(dl.out) == json::array());
+
+  REQUIRE(agent.Terminate() == std::optional<int>(0));
+  // Stopped: status still reads the buffer, and says the agent is not running (exit 3).
+  auto after = RunEdgeferry({"status", "-c", config.string(), "--json"});
+  CHECK(after.exit_code == 3);
+  json stopped = json::parse(after.out);
+  CHECK(stopped["daemon"]["running"] == false);
+  CHECK(stopped["buffer"]["last_seq"] == stopped["buffer"]["cursors"]["kafka"]["seq"]);
+}
+
+TEST_CASE("SIGHUP: a good config switches inputs and topic without losing a record") {
+  auto kafka = rig::KafkaCluster::Shared();
+  rig::TempDir dir("edgeferry-reload");
+  std::string topic1 = rig::UniqueName("reload1");
+  std::string topic2 = rig::UniqueName("reload2");
+  kafka->CreateTopic(topic1);
+  kafka->CreateTopic(topic2);
+  json cfg = SimulatedConfig(dir, kafka->bootstrap(), "reload-dev", topic1, 50, 1);
+  auto config = WriteConfig(dir, cfg);
+  NotifySocket sock(dir / "notify.sock");
+  Daemon agent(dir, config, {{"NOTIFY_SOCKET", sock.path().string()}});
+  REQUIRE_MESSAGE(kafka->ReadAll(topic1, 50, 60s).size() >= 50, agent.Log());
+
+  // Same buffer; the input is renamed, writes to another topic at another rate.
+  cfg["inputs"][0]["name"] = "sim2";
+  cfg["inputs"][0]["topic"] = topic2;
+  cfg["inputs"][0]["rate_hz"] = 100;
+  WriteConfig(dir, cfg);
+  agent.process().Signal(SIGHUP);
+  REQUIRE_MESSAGE(kafka->ReadAll(topic2, 100, 60s).size() >= 100, agent.Log());
+  sock.Drain();
+  CHECK(sock.Count("RELOADING=1") == 1);
+  CHECK(sock.Count("READY=1") == 2);
+
+  REQUIRE(agent.Terminate() == std::optional<int>(0));
+  BufferState buf = ReadBuffer((dir / "buffer.db").string());
+  CHECK(buf.cursor == buf.last_seq);
+  auto r1 = kafka->ReadAll(topic1, 0, 5s);
+  auto r2 = kafka->ReadAll(topic2, buf.last_seq - r1.size(), 60s);
+  // Every seq went to exactly one of the topics: the old input's to topic1, the new one's to
+  // topic2, nothing lost or doubled around the reload.
+  auto s1 = SeqsOf(r1);
+  auto s2 = SeqsOf(r2);
+  CHECK(s1.size() == r1.size());
+  CHECK(s2.size() == r2.size());
+  CHECK(r1.size() + r2.size() == buf.last_seq);
+  CHECK(*s1.rbegin() < *s2.begin());
+  for (const auto& r : r2) CHECK(HeaderValue(r, forwarder::kHeaderSource) == std::string("sim2"));
+}
+
+TEST_CASE("SIGHUP: a bad config is rejected, the running one stays") {
+  auto kafka = rig::KafkaCluster::Shared();
+  rig::TempDir dir("edgeferry-reload-bad");
+  std::string topic = rig::UniqueName("reloadbad");
+  kafka->CreateTopic(topic);
+  json cfg = SimulatedConfig(dir, kafka->bootstrap(), "reload-bad", topic, 50, 1);
+  auto config = WriteConfig(dir, cfg);
+  Daemon agent(dir, config);
+  REQUIRE_MESSAGE(kafka->ReadAll(topic, 20, 60s).size() >= 20, agent.Log());
+
+  json bad = cfg;
+  bad["inputs"][0]["rate_hzz"] = 5;  // unknown key
+  bad["kafka"]["brokers"] = json::array();
+  WriteConfig(dir, bad);
+  agent.process().Signal(SIGHUP);
+  // `status` says why (the config's own messages, with the JSON path), and readings keep coming.
+  json doc;
+  REQUIRE_MESSAGE(
+      rig::WaitFor(
+          [&] {
+            // The config file is broken now: point status at the buffer directly.
+            auto r = RunEdgeferry({"status", "--buffer", (dir / "buffer.db").string(), "--json"});
+            if (r.exit_code != 0) return false;
+            doc = json::parse(r.out);
+            return doc["daemon"]["reloads"] == 1;
+          },
+          30s),
+      agent.Log());
+  std::vector<std::string> errors = doc["daemon"]["last_reload_errors"];
+  REQUIRE(errors.size() >= 2);
+  bool names_input = false, names_brokers = false;
+  for (const auto& e : errors) {
+    names_input |= e.rfind("/inputs/0/rate_hzz: ", 0) == 0;
+    names_brokers |= e.rfind("/kafka/brokers: ", 0) == 0;
+  }
+  CHECK_MESSAGE(names_input, doc.dump());
+  CHECK_MESSAGE(names_brokers, doc.dump());
+  size_t before = kafka->ReadAll(topic, 0, 1s).size();
+  REQUIRE_MESSAGE(kafka->ReadAll(topic, before + 50, 60s).size() >= before + 50, agent.Log());
+  CHECK(agent.process().running());
+  REQUIRE(agent.Terminate() == std::optional<int>(0));
+}
+
+std::string Scrape(int port, const std::string& path = "/metrics") {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2);
+  auto res = client.Get(path.c_str());
+  if (!res || res->status != 200) return "";
+  return res->body;
+}
+
+// Value of the first sample line matching `series` (name plus labels, exactly), or -1.
+double Sample(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.compare(0, series.size() + 1, series + " ") == 0)
+      return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+TEST_CASE("metrics: the endpoint serves the expected series; a real Prometheus scrapes them") {
+  auto kafka = rig::KafkaCluster::Shared();
+  rig::TempDir dir("edgeferry-metrics");
+  std::string topic = rig::UniqueName("metrics");
+  kafka->CreateTopic(topic);
+  int port = rig::FreeLoopbackPort();
+  json cfg = SimulatedConfig(dir, kafka->bootstrap(), "metrics-dev", topic, 50, 1);
+  cfg["metrics"] = {{"enabled", true}, {"listen", "127.0.0.1:" + std::to_string(port)}};
+  auto config = WriteConfig(dir, cfg);
+  Daemon agent(dir, config);
+
+  std::string text;
+  REQUIRE_MESSAGE(rig::WaitFor(
+                      [&] {
+                        text = Scrape(port);
+                        return Sample(text, "edgeferry_kafka_delivered_records_total") >= 20;
+                      },
+                      60s),
+                  agent.Log());
+  CHECK(Sample(text, "edgeferry_input_readings_received_total{input=\"sim\"}") >= 20);
+  CHECK(Sample(text, "edgeferry_input_readings_accepted_total{input=\"sim\"}") >= 20);
+  CHECK(Sample(text, "edgeferry_input_up{input=\"sim\",type=\"simulated\"}") == 1);
+  CHECK(Sample(text, "edgeferry_buffer_records") >= 0);
+  CHECK(Sample(text, "edgeferry_buffer_oldest_undelivered_age_seconds") >= 0);
+  CHECK(Sample(text, "edgeferry_buffer_max_bytes") > 0);
+  CHECK(Sample(text, "edgeferry_kafka_last_delivery_timestamp_seconds") > 1e9);
+  CHECK(Sample(text, "edgeferry_watchdog_healthy") == 1);
+  CHECK(text.find("# TYPE edgeferry_kafka_errors_total counter") != std::string::npos);
+  CHECK(text.find("# TYPE edgeferry_buffer_dropped_records_total counter") != std::string::npos);
+
+  // A real Prometheus (Debian's package) scraping the endpoint on loopback every second.
+  int prom_port = rig::FreeLoopbackPort();
+  std::ofstream(dir / "prometheus.yml")
+      << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+      << "scrape_configs:\n  - job_name: edgeferry\n    static_configs:\n"
+      << "      - targets: ['127.0.0.1:" << port << "']\n";
+  rig::Process::Options po;
+  po.stdout_path = dir / "prometheus.log";
+  rig::Process prometheus({"prometheus", "--config.file=" + (dir / "prometheus.yml").string(),
+                           "--storage.tsdb.path=" + (dir / "prom-data").string(),
+                           "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
+                          po);
+  httplib::Client prom("127.0.0.1", prom_port);
+  auto query = [&](const std::string& q) -> json {
+    auto res = prom.Get(("/api/v1/query?query=" + httplib::detail::encode_query_param(q)).c_str());
+    if (!res || res->status != 200) return json();
+    return json::parse(res->body, nullptr, false);
+  };
+  json result;
+  bool scraped = rig::WaitFor(
+      [&] {
+        result = query("edgeferry_kafka_delivered_records_total");
+        return result.is_object() && result["status"] == "success" &&
+               !result["data"]["result"].empty();
+      },
+      60s);
+  REQUIRE_MESSAGE(scraped, rig::LogTail(dir / "prometheus.log"));
+  CHECK(std::stod(result["data"]["result"][0]["value"][1].get<std::string>()) >= 20);
+  json up = query("up{job=\"edgeferry\"}");
+  REQUIRE(!up["data"]["result"].empty());
+  CHECK(up["data"]["result"][0]["value"][1] == "1");
+  json inputs = query("edgeferry_input_readings_accepted_total");
+  REQUIRE(!inputs["data"]["result"].empty());
+  CHECK(inputs["data"]["result"][0]["metric"]["input"] == "sim");
+
+  prometheus.Signal(SIGTERM);
+  prometheus.Wait(30s);
+  REQUIRE(agent.Terminate() == std::optional<int>(0));
+}
+
+}  // namespace
+}  // namespace edgeferry::agent_test
