@@ -706,11 +706,11 @@ Section MakeInput(const Section* tls, const Section* subscription) {
        .set = SensorField(&SensorInputConfig::procfs_root)},
       {.name = "match",
        .type = Type::kStringList,
-       .description = "Only devices/sensors whose name matches one of these globs (e.g. "
-                      "\"cpu_thermal\", \"coretemp*\"); empty: all.",
+       .description = "Only sensors whose name matches one of these shell globs (fnmatch, "
+                      "e.g. \"cpu_thermal\", \"coretemp*\", \"cpu.*\"); empty: all.",
        .default_value = Json::array(),
        .maximum = 256,
-       .input_types = kSysfsSensors,
+       .input_types = {"hwmon", "thermal", "iio", "w1", "system"},
        .set = SensorField(&SensorInputConfig::match)},
       {.name = "command",
        .type = Type::kStringList,
