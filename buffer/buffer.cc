@@ -342,9 +342,10 @@ class Buffer::Impl {
   sql::DbPtr wdb_;
   std::map<const char*, sql::Stmt> stmts_;  // keyed by the literal's address
   State committed_;
-  bool sync_full_now_ = true;  // the connection's current synchronous setting
-  bool tx_full_ = true;        // the open transaction fsyncs at commit
-  bool unsynced_ = false;      // sync=normal: commits since the last WAL fsync
+  bool sync_full_now_ = true;    // the connection's current synchronous setting
+  bool counters_dirty_ = false;  // drop counters newer in memory than on disk
+  bool tx_full_ = true;          // the open transaction fsyncs at commit
+  bool unsynced_ = false;        // sync=normal: commits since the last WAL fsync
   Clock::TimePoint last_sync_{};
   Clock::TimePoint last_age_check_{};
   Clock::TimePoint last_full_attempt_{};
@@ -621,7 +622,7 @@ Status Buffer::Impl::WriteCounters(const State& next) {
   }
   for (const auto& [reason, n] : next.drops) {
     auto it = committed_.drops.find(reason);
-    if (it == committed_.drops.end() || it->second != n)
+    if (counters_dirty_ || it == committed_.drops.end() || it->second != n)
       if (auto st = put("drop." + reason, n); !st.ok()) return st;
   }
   return Status::Ok();
@@ -638,6 +639,7 @@ Status Buffer::Impl::Commit(State* next) {
   }
   next->last_commit_unix_ms = clock_->NowUnixMs();
   committed_ = *next;
+  counters_dirty_ = false;
   // Keep the WAL inside its budget even if a reader held a checkpoint back.
   if (FileSize(cfg_.path + "-wal") > wal_budget_) {
     (void)sql::Exec(wdb_.get(), "PRAGMA wal_checkpoint(TRUNCATE)");
@@ -838,6 +840,7 @@ void Buffer::Impl::RunAppends(std::vector<Op*>& group) {
     } else {
       Rollback();
       committed_ = next2;  // persisted with the next successful transaction
+      counters_dirty_ = true;
     }
     uint64_t suppressed = 0;
     if (log_limit_.Allow(std::string(reason), &suppressed))
@@ -1059,15 +1062,18 @@ void Buffer::Impl::WriterLoop() {
     }
     bool retry = !blocked_ || space_changed_ || stopping_ ||
                  now - last_full_attempt_ >= std::chrono::milliseconds(200);
+    // Takes appends from the front of the queue into the group, up to the group bounds. Stops at
+    // a control op (one that arrived while lingering): it runs in the next round, in order.
     auto take = [&] {
       uint64_t n = 0, bytes = 0;
       for (Op* op : group) {
         n += op->records.size();
         for (const auto& r : op->records) bytes += r.ByteSize();
       }
-      while (!queue_.empty() && (group.empty() || (n + queue_.front()->records.size() <=
-                                                       cfg_.group_commit_max_records &&
-                                                   bytes < group_max_bytes_))) {
+      while (
+          !queue_.empty() && queue_.front()->kind == Op::Kind::kAppend &&
+          (group.empty() || (n + queue_.front()->records.size() <= cfg_.group_commit_max_records &&
+                             bytes < group_max_bytes_))) {
         Op* op = queue_.front();
         queue_.pop_front();
         n += op->records.size();

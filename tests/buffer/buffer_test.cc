@@ -101,7 +101,7 @@ TEST_CASE("ReadAfter honours after_seq, max_records and max_bytes (at least one 
   CHECK(r->empty());
 }
 
-TEST_CASE("seq strictly increases across trims and restarts; cursors persist") {
+TEST_CASE("seq strictly increases across trims and restarts, cursors persist") {
   TempDir dir;
   auto cfg = Cfg(dir);
   {
@@ -238,7 +238,7 @@ TEST_CASE("when_full=drop_oldest: file stays under max_bytes, drops counted exac
   CHECK(st2.bytes == st.bytes);
 }
 
-TEST_CASE("when_full=drop_newest: refused appends return Full and are counted; oldest kept") {
+TEST_CASE("when_full=drop_newest: refused appends return Full and are counted, oldest kept") {
   TempDir dir;
   auto cfg = Cfg(dir);
   cfg.max_bytes = 1 << 20;
