@@ -14,7 +14,8 @@ class Publisher {
  public:
   Publisher(const std::string& uri, const std::string& client_id, int version = 5)
       : client_(uri, client_id,
-                mqtt::create_options(version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1), nullptr) {
+                mqtt::create_options(version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1, 100000),
+                nullptr) {
     mqtt::connect_options o;
     o.set_mqtt_version(version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1);
     if (version == 5) {
