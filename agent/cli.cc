@@ -93,6 +93,7 @@ int CmdStatus(const std::string& path, const std::string& buffer_path, bool as_j
   if (!buffer_path.empty()) {
     cfg.emplace();  // only the buffer path matters for status
     cfg->buffer.path = buffer_path;
+    cfg->buffer.max_bytes = 0;  // unknown without the config
   } else {
     cfg = LoadForCommand(path, /*deep=*/false);
     if (!cfg) return kExitBadConfig;

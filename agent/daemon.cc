@@ -388,7 +388,7 @@ void Daemon::Tick(bool force_status_line) {
 
   // The watchdog is petted only while every loop moves. A hung loop is logged once per minute.
   if (stalled_.empty()) {
-    notifier_.Watchdog();
+    if (notifier_.watchdog_timeout()) notifier_.Watchdog();
   } else {
     static RateLimiter limiter(std::chrono::minutes(1));
     uint64_t suppressed = 0;

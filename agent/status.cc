@@ -159,6 +159,8 @@ Result<json> CollectStatus(const config::Config& cfg, int64_t now_unix_ms) {
   auto stats = buffer::ReadStats(cfg.buffer.path);
   if (!stats.ok()) return stats.status();
 
+  // The bound is configuration, not something the database records.
+  if (stats->max_bytes == 0) stats->max_bytes = cfg.buffer.max_bytes;
   json doc = {{"buffer", ToJson(*stats)}, {"buffer_path", cfg.buffer.path}};
   json daemon = {{"running", false}};
   std::ifstream in(StatusFilePath(cfg.buffer));
@@ -213,10 +215,11 @@ std::string FormatStatus(const json& st, int64_t now_ms) {
 
   const json& b = st["buffer"];
   line(fmt::format("buffer {}", Get<std::string>(st, "buffer_path", "")));
-  line(fmt::format("  backlog        {} records, {} (file {} of {})",
-                   Get<uint64_t>(b, "records", 0), HumanBytes(Get<uint64_t>(b, "bytes", 0)),
+  uint64_t max_bytes = Get<uint64_t>(b, "max_bytes", 0);
+  line(fmt::format("  backlog        {} records, {} (file {}{})", Get<uint64_t>(b, "records", 0),
+                   HumanBytes(Get<uint64_t>(b, "bytes", 0)),
                    HumanBytes(Get<uint64_t>(b, "file_bytes", 0)),
-                   HumanBytes(Get<uint64_t>(b, "max_bytes", 0))));
+                   max_bytes > 0 ? " of " + HumanBytes(max_bytes) : std::string()));
   int64_t age = Get<int64_t>(b, "oldest_undelivered_age_ms", 0);
   line(fmt::format("  oldest undelivered  {}",
                    age > 0 ? HumanDuration(age) : "none (all delivered)"));

@@ -77,7 +77,7 @@ TEST_CASE("run: simulated readings arrive in Kafka exactly once, with key, times
 }
 
 TEST_CASE(
-    "run: a restart resumes from the cursor; records buffered while Kafka was unknown arrive") {
+    "run: a restart resumes from the cursor and records buffered while Kafka was unknown arrive") {
   auto kafka = rig::KafkaCluster::Shared();
   rig::TempDir dir("edgeferry-e2e");
   std::string topic = rig::UniqueName("resume");

@@ -2,7 +2,9 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -82,28 +84,42 @@ NotifySocket::NotifySocket(fs::path path) : path_(std::move(path)) {
   std::memcpy(addr.sun_path, p.c_str(), p.size() + 1);
   REQUIRE_MESSAGE(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0,
                   "bind " << p << ": " << std::strerror(errno));
+  stop_fd_ = eventfd(0, EFD_CLOEXEC);
+  REQUIRE(stop_fd_ >= 0);
+  reader_ = std::thread([this] { ReadLoop(); });
 }
 
 NotifySocket::~NotifySocket() {
-  if (fd_ >= 0) close(fd_);
+  uint64_t one = 1;
+  if (write(stop_fd_, &one, sizeof(one)) < 0) std::abort();
+  reader_.join();
+  close(stop_fd_);
+  close(fd_);
   std::error_code ec;
   fs::remove(path_, ec);
 }
 
-void NotifySocket::Drain() {
+void NotifySocket::ReadLoop() {
   char buf[4096];
   for (;;) {
-    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    auto now = std::chrono::steady_clock::now();
-    std::stringstream ss(std::string(buf, static_cast<size_t>(n)));
-    for (std::string line; std::getline(ss, line);) {
-      if (!line.empty()) msgs_.push_back({now, line});
+    pollfd fds[2] = {{fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) continue;
+    if (fds[1].revents) return;
+    for (;;) {
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      auto now = std::chrono::steady_clock::now();
+      std::stringstream ss(std::string(buf, static_cast<size_t>(n)));
+      std::lock_guard lock(mu_);
+      for (std::string line; std::getline(ss, line);) {
+        if (!line.empty()) msgs_.push_back({now, line});
+      }
     }
   }
 }
 
 std::vector<std::string> NotifySocket::Messages(std::string_view prefix) const {
+  std::lock_guard lock(mu_);
   std::vector<std::string> out;
   for (const auto& m : msgs_) {
     if (m.text.compare(0, prefix.size(), prefix) == 0) out.push_back(m.text);
@@ -113,6 +129,7 @@ std::vector<std::string> NotifySocket::Messages(std::string_view prefix) const {
 
 std::optional<std::chrono::steady_clock::time_point> NotifySocket::Last(
     std::string_view prefix) const {
+  std::lock_guard lock(mu_);
   std::optional<std::chrono::steady_clock::time_point> last;
   for (const auto& m : msgs_) {
     if (m.text.compare(0, prefix.size(), prefix) == 0) last = m.at;

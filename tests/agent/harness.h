@@ -5,10 +5,12 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "tests/rig/rig.h"
@@ -61,8 +63,8 @@ class NotifySocket {
   NotifySocket& operator=(const NotifySocket&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
-  // Reads every datagram waiting; each line of a datagram is one message.
-  void Drain();
+  // A reader thread takes every datagram as it arrives (so the agent's sd_notify never blocks on
+  // a full socket queue), each line of a datagram one message. Thread-safe.
   // Messages received so far that start with `prefix` ("READY=1", "STATUS=").
   std::vector<std::string> Messages(std::string_view prefix) const;
   size_t Count(std::string_view prefix) const { return Messages(prefix).size(); }
@@ -74,9 +76,13 @@ class NotifySocket {
     std::chrono::steady_clock::time_point at;
     std::string text;
   };
+  void ReadLoop();
   std::filesystem::path path_;
   int fd_ = -1;
-  std::vector<Msg> msgs_;
+  int stop_fd_ = -1;  // eventfd that ends ReadLoop
+  mutable std::mutex mu_;
+  std::vector<Msg> msgs_;  // guarded by mu_
+  std::thread reader_;
 };
 
 // The buffer's view after the daemon stopped: last seq and the kafka cursor.
