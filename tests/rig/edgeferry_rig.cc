@@ -9,6 +9,7 @@
 // STATE is a key=value file: bootstrap= or uri=/port=, pid= (one line per process), dir=.
 // Exit status 0 on success, 1 with a message on stderr otherwise.
 #include <signal.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -28,6 +29,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
+fs::path Pending(const fs::path& state);
+
 void WriteState(const fs::path& state, const std::string& text) {
   fs::create_directories(fs::absolute(state).parent_path());
   const fs::path tmp = state.string() + ".tmp";
@@ -36,19 +39,24 @@ void WriteState(const fs::path& state, const std::string& text) {
   out.close();
   if (!out) throw rig::RigError("cannot write " + tmp.string());
   fs::rename(tmp, state);  // readers never see a half-written file
+  std::error_code ec;
+  fs::remove(Pending(state), ec);  // STATE now lists everything
   std::cout << text << std::flush;
 }
 
 bool Alive(pid_t pid) { return ::kill(pid, 0) == 0; }
 
+fs::path Pending(const fs::path& state) { return state.string() + ".pending"; }
+
 int Down(const fs::path& state) {
-  std::istringstream in(rig::ReadFile(state));
+  // The pending file lists what an `up` spawned even if it died before writing STATE.
+  std::istringstream in(rig::ReadFile(state) + rig::ReadFile(Pending(state)));
   std::vector<pid_t> pids;
-  fs::path dir;
+  std::vector<fs::path> dirs;
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind("pid=", 0) == 0) pids.push_back(std::stoi(line.substr(4)));
-    if (line.rfind("dir=", 0) == 0) dir = line.substr(4);
+    if (line.rfind("dir=", 0) == 0) dirs.push_back(line.substr(4));
   }
   for (pid_t p : pids) {
     if (p > 0) ::kill(p, SIGTERM);
@@ -76,9 +84,14 @@ int Down(const fs::path& state) {
         10s);
   }
   std::error_code ec;
-  // Only remove what the rig created (a TempDir named edgeferry-*).
-  if (!dir.empty() && dir.filename().string().rfind("edgeferry-", 0) == 0) fs::remove_all(dir, ec);
+  // Only remove what the rig created (TempDirs named edgeferry-*).
+  for (const auto& dir : dirs) {
+    if (!dir.empty() && dir.filename().string().rfind("edgeferry-", 0) == 0) {
+      fs::remove_all(dir, ec);
+    }
+  }
   fs::remove(state, ec);
+  fs::remove(Pending(state), ec);
   return 0;
 }
 
@@ -91,6 +104,13 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   const fs::path state = argv[2];
+  if (cmd != "down") {
+    // Record spawned pids and dirs before anything can fail (see rig::NoteDetachable).
+    std::error_code ec;
+    fs::remove(Pending(state), ec);
+    fs::create_directories(fs::absolute(state).parent_path(), ec);
+    ::setenv("EDGEFERRY_RIG_PENDING_FILE", fs::absolute(Pending(state)).c_str(), 1);
+  }
   try {
     if (cmd == "kafka-up") {
       auto kafka = rig::KafkaCluster::Start(1, {}, /*detachable=*/true);

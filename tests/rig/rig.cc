@@ -158,6 +158,13 @@ TempDir& TempDir::operator=(TempDir&& other) noexcept {
 // ---------------------------------------------------------------------------------------------
 // Process
 
+void NoteDetachable(const std::string& line) {
+  const char* file = std::getenv("EDGEFERRY_RIG_PENDING_FILE");
+  if (file == nullptr || *file == '\0') return;
+  std::ofstream out(file, std::ios::app);
+  out << line << "\n";
+}
+
 namespace {
 
 // Everything the child needs, prepared before fork: after fork only async-signal-safe calls.
@@ -246,6 +253,7 @@ Process::Process(std::vector<std::string> argv, Options options)
   } while (n < 0 && errno == EINTR);
   ::close(pipefd[0]);
   pid_ = pid;
+  if (!options_.die_with_parent) NoteDetachable("pid=" + std::to_string(pid));
   if (n == static_cast<ssize_t>(sizeof(child_errno))) {
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -332,6 +340,7 @@ fs::path SourceDir() { return EDGEFERRY_RIG_SOURCE_DIR; }
 // Mosquitto
 
 Mosquitto::Mosquitto(Options options) : options_(std::move(options)), dir_("edgeferry-mosquitto") {
+  if (options_.detachable) NoteDetachable("dir=" + dir_.path().string());
   port_ = FreeLoopbackPort();
   std::ofstream conf(config_path());
   // The settings of config/examples/mosquitto-edgeferry.conf (explained there), with a faster

@@ -146,6 +146,12 @@ class Process {
   std::optional<int> exit_status_;
 };
 
+// For processes that may outlive the rig (ProcessOptions::die_with_parent=false, detachable
+// brokers): appends `line` ("pid=N", "dir=PATH") to the file named by env
+// EDGEFERRY_RIG_PENDING_FILE, if set, as soon as the pid or directory exists. edgeferry-rig uses
+// it so that `down` can clean up even when `up` was killed before it wrote its state file.
+void NoteDetachable(const std::string& line);
+
 // Absolute path of the built agent binary ($<TARGET_FILE:edgeferry>). The rig does not depend
 // on the agent target: a test that runs the binary adds add_dependencies(<test> edgeferry).
 std::string EdgeferryBinary();
@@ -237,7 +243,7 @@ class KafkaCluster {
   // A one-node cluster shared by tests that only produce and consume (see header comment).
   static std::unique_ptr<KafkaCluster> Shared();
 
-  ~KafkaCluster();  // stops own brokers (SIGTERM, then SIGKILL) and removes their data
+  ~KafkaCluster();  // kills own brokers (SIGKILL: fast) and removes their data
   KafkaCluster(const KafkaCluster&) = delete;
   KafkaCluster& operator=(const KafkaCluster&) = delete;
 
