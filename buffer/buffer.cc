@@ -428,7 +428,11 @@ Status Buffer::Impl::CreateOrCheck(bool* corrupt, std::string* why) {
 
 // Moves the damaged files aside and starts a fresh database that carries the seq high-water
 // mark, the cursors and the counters over if they can still be read (FORMAT.md, "Recovery").
-void Buffer::Impl::Recover(const std::string& why) {
+void Buffer::Impl::Recover(const std::string& why_full) {
+  // quick_check can list thousands of problems: one line of them is enough for the log.
+  std::string why = why_full.substr(0, 200);
+  std::replace(why.begin(), why.end(), '\n', ' ');
+  if (why_full.size() > 200) why += "...";
   State salvaged;
   bool have_seq = false;
   if (wdb_) {
@@ -687,19 +691,28 @@ Status Buffer::Impl::InsertGroup(const std::vector<Op*>& group, State* next) {
   for (Op* op : group) {
     for (const Record& r : op->records) {
       uint64_t seq = ++next->last_seq;
-      hdr = EncodeHeaders(r.headers);
-      s->Reset();
+      hdr.clear();
+      for (const auto& h : r.headers) {
+        PutVarint(&hdr, h.name.size());
+        hdr += h.name;
+        PutVarint(&hdr, h.value.size());
+        hdr += h.value;
+      }
+      // Hot path: every parameter is bound each time, and the record outlives the step, so no
+      // clear_bindings and no copies of the blobs.
+      s->ResetKeepBindings();
       s->Bind(1, static_cast<int64_t>(seq));
       s->Bind(2, now);
       s->Bind(3, r.event_time_ms);
-      s->BindBlob(4, r.source);
-      s->BindBlob(5, r.key);
-      s->BindBlob(6, r.topic);
-      if (hdr.empty())
+      s->BindBlobStatic(4, r.source);
+      s->BindBlobStatic(5, r.key);
+      s->BindBlobStatic(6, r.topic);
+      if (hdr.empty()) {
         s->BindNull(7);
-      else
-        s->BindBlob(7, hdr);
-      s->BindBlob(8, r.payload);
+      } else {
+        s->BindBlobStatic(7, hdr);
+      }
+      s->BindBlobStatic(8, r.payload);
       if (auto st = s->Run("insert record"); !st.ok()) return st;
       if (next->first_seq == 0) next->first_seq = seq;
       next->records++;
@@ -1064,12 +1077,8 @@ void Buffer::Impl::WriterLoop() {
                  now - last_full_attempt_ >= std::chrono::milliseconds(200);
     // Takes appends from the front of the queue into the group, up to the group bounds. Stops at
     // a control op (one that arrived while lingering): it runs in the next round, in order.
+    uint64_t n = 0, bytes = 0;  // records and bytes in the group
     auto take = [&] {
-      uint64_t n = 0, bytes = 0;
-      for (Op* op : group) {
-        n += op->records.size();
-        for (const auto& r : op->records) bytes += r.ByteSize();
-      }
       while (
           !queue_.empty() && queue_.front()->kind == Op::Kind::kAppend &&
           (group.empty() || (n + queue_.front()->records.size() <= cfg_.group_commit_max_records &&
@@ -1080,21 +1089,23 @@ void Buffer::Impl::WriterLoop() {
         for (const auto& r : op->records) bytes += r.ByteSize();
         group.push_back(op);
       }
-      return n;
     };
     if (retry && !(stopping_ && blocked_)) {
-      uint64_t n = take();
+      take();
       // Linger (sync=full only, and only when appenders were seen to be concurrent): waiting a
       // little for more appenders is cheap next to the fsync they will share.
       if (!group.empty() && cfg_.sync == config::SyncMode::kFull && last_group_ops_ > 1 &&
           cfg_.group_commit_max_delay_ms > 0 && n < cfg_.group_commit_max_records) {
         auto until = std::chrono::steady_clock::now() +
                      std::chrono::milliseconds(cfg_.group_commit_max_delay_ms);
-        while (n < cfg_.group_commit_max_records && !stopping_ &&
+        auto control_waiting = [&] {
+          return !queue_.empty() && queue_.front()->kind != Op::Kind::kAppend;
+        };
+        while (n < cfg_.group_commit_max_records && !stopping_ && !control_waiting() &&
                work_cv_.wait_until(lk, until) != std::cv_status::timeout) {
-          n = take();
+          take();
         }
-        n = take();
+        take();
       }
     }
     lk.unlock();
@@ -1149,13 +1160,13 @@ Result<std::unique_ptr<Buffer>> Buffer::Open(const config::BufferConfig& cfg, Cl
                                              const OpenOptions& opts) {
   auto impl = std::make_unique<Impl>(cfg, clock, opts);
   if (auto st = impl->Open(); !st.ok()) return st;
-  impl->Start();
   EF_LOG(kInfo, kComponent, "opened {} (sync={}, max_bytes={}, when_full={}, last_seq={})",
          cfg.path, cfg.sync == config::SyncMode::kFull ? "full" : "normal", cfg.max_bytes,
          cfg.when_full == config::WhenFull::kDropOldest
              ? "drop_oldest"
              : (cfg.when_full == config::WhenFull::kBlock ? "block" : "drop_newest"),
          impl->shared_.last_seq);
+  impl->Start();  // after the log line: from here on shared_ belongs to mu_
   return std::unique_ptr<Buffer>(new Buffer(std::move(impl)));
 }
 

@@ -86,6 +86,12 @@ class Stmt {
                       SQLITE_TRANSIENT);
   }
   void BindNull(int i) { sqlite3_bind_null(s_, i); }
+  // No copy: `v` must stay valid and unchanged until the statement is reset.
+  void BindBlobStatic(int i, std::string_view v) {
+    sqlite3_bind_blob(s_, i, v.empty() ? "" : v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  }
+  // Resets without clearing bindings (every parameter is bound again before the next step).
+  void ResetKeepBindings() { sqlite3_reset(s_); }
 
   // SQLITE_ROW, SQLITE_DONE or an error code.
   int Step() { return sqlite3_step(s_); }

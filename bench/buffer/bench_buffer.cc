@@ -1,0 +1,261 @@
+// bench_buffer: append and read throughput of buffer::Buffer, bytes written per record and peak
+// RSS, against the raw SQLite ceiling measured in the same run on the same file system (same
+// schema, one big transaction of prepared inserts).
+//
+//   bench_buffer [--dir DIR] [--seconds S]
+//
+// Every figure is measured here; nothing is a target check. Run it on an idle machine: a shared
+// one makes the full-sync figures (fsync-bound) especially noisy.
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "buffer/buffer.h"
+#include "common/log.h"
+
+namespace {
+
+using namespace edgeferry;
+using Clk = std::chrono::steady_clock;
+
+uint64_t WriteBytes() {  // bytes this process caused to be written to storage
+  std::ifstream in("/proc/self/io");
+  std::string k;
+  uint64_t v;
+  while (in >> k >> v)
+    if (k == "write_bytes:") return v;
+  return 0;
+}
+
+uint64_t PeakRssKiB() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10);
+  return 0;
+}
+
+void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+void Remove(const std::string& path) {
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+}
+
+Record MakeRecord(size_t payload) {
+  Record r;
+  r.source = "bench";
+  r.key = "sensor-1";
+  r.event_time_ms = 1700000000000;
+  r.payload.assign(payload, 'x');
+  return r;
+}
+
+// The ceiling: the buffer's schema, one transaction, prepared inserts, synchronous=NORMAL.
+double RawCeiling(const std::string& path, size_t payload, size_t n) {
+  Remove(path);
+  {
+    config::BufferConfig cfg;
+    cfg.path = path;
+    cfg.max_bytes = 4ull << 30;
+    auto b = buffer::Buffer::Open(cfg);  // creates the schema exactly as the buffer does
+    if (!b.ok()) std::abort();
+  }
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-2048",
+               nullptr, nullptr, nullptr);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db,
+                     "INSERT INTO records(seq, ingest_ms, event_ms, source, key, topic, headers, "
+                     "payload) VALUES(?,?,?,?,?,?,?,?)",
+                     -1, &st, nullptr);
+  Record r = MakeRecord(payload);
+  auto t0 = Clk::now();
+  sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+  for (size_t i = 1; i <= n; ++i) {
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, static_cast<int64_t>(i));
+    sqlite3_bind_int64(st, 2, 1700000000000);
+    sqlite3_bind_int64(st, 3, r.event_time_ms);
+    sqlite3_bind_blob(st, 4, r.source.data(), static_cast<int>(r.source.size()), SQLITE_STATIC);
+    sqlite3_bind_blob(st, 5, r.key.data(), static_cast<int>(r.key.size()), SQLITE_STATIC);
+    sqlite3_bind_blob(st, 6, "", 0, SQLITE_STATIC);
+    sqlite3_bind_null(st, 7);
+    sqlite3_bind_blob(st, 8, r.payload.data(), static_cast<int>(r.payload.size()), SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) std::abort();
+  }
+  sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  double secs = std::chrono::duration<double>(Clk::now() - t0).count();
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  Remove(path);
+  return n / secs;
+}
+
+struct RunResult {
+  double rate = 0;
+  double bytes_per_record = 0;
+  uint64_t peak_rss_kib = 0;
+};
+
+RunResult AppendRun(const std::string& path, config::SyncMode sync, size_t payload, int appenders,
+                    size_t per_call, uint32_t group_max, double seconds) {
+  Remove(path);
+  config::BufferConfig cfg;
+  cfg.path = path;
+  cfg.sync = sync;
+  cfg.max_bytes = 4ull << 30;
+  cfg.group_commit_max_records = group_max;
+  auto b = buffer::Buffer::Open(cfg);
+  if (!b.ok()) {
+    std::fprintf(stderr, "open: %s\n", b.status().ToString().c_str());
+    std::exit(1);
+  }
+  ResetPeakRss();
+  uint64_t w0 = WriteBytes();
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> total{0};
+  std::vector<std::thread> ts;
+  Record proto = MakeRecord(payload);
+  auto t0 = Clk::now();
+  for (int t = 0; t < appenders; ++t) {
+    ts.emplace_back([&] {
+      uint64_t mine = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        std::vector<Record> recs(per_call, proto);
+        if (!(*b)->Append(std::move(recs)).ok()) std::abort();
+        mine += per_call;
+      }
+      total += mine;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : ts) t.join();
+  double secs = std::chrono::duration<double>(Clk::now() - t0).count();
+  RunResult res;
+  res.rate = total / secs;
+  b->reset();  // includes the final checkpoint: its writes count too
+  res.bytes_per_record = static_cast<double>(WriteBytes() - w0) / static_cast<double>(total);
+  res.peak_rss_kib = PeakRssKiB();
+  Remove(path);
+  return res;
+}
+
+double ReadRun(const std::string& path, size_t payload, size_t n, double* mb_per_s) {
+  Remove(path);
+  config::BufferConfig cfg;
+  cfg.path = path;
+  cfg.sync = config::SyncMode::kNormal;
+  cfg.max_bytes = 4ull << 30;
+  auto b = buffer::Buffer::Open(cfg);
+  if (!b.ok()) std::abort();
+  for (size_t done = 0; done < n; done += 1000)
+    if (!(*b)->Append(std::vector<Record>(1000, MakeRecord(payload))).ok()) std::abort();
+  auto t0 = Clk::now();
+  uint64_t after = 0, count = 0, bytes = 0;
+  for (;;) {
+    auto r = (*b)->ReadAfter(after, 1000, 1 << 20);
+    if (!r.ok()) std::abort();
+    if (r->empty()) break;
+    count += r->size();
+    for (const auto& sr : *r) bytes += sr.record.payload.size();
+    after = r->back().seq;
+  }
+  double secs = std::chrono::duration<double>(Clk::now() - t0).count();
+  b->reset();
+  Remove(path);
+  *mb_per_s = bytes / secs / 1e6;
+  return count / secs;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir = std::filesystem::temp_directory_path().string();
+  double seconds = 1.5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--dir")
+      dir = argv[i + 1];
+    else if (a == "--seconds")
+      seconds = std::atof(argv[i + 1]);
+  }
+  edgeferry::SetLogLevel(edgeferry::LogLevel::kWarning);
+  std::string path = dir + "/bench_buffer_" + std::to_string(::getpid()) + ".db";
+  std::printf("bench_buffer: %s, SQLite %s, %u CPUs, %.1f s per run\n", dir.c_str(),
+              sqlite3_libversion(), std::thread::hardware_concurrency(), seconds);
+
+  // The machine may be shared: the ceiling is measured before, between and after the append
+  // runs, and the best of the three is used, so ratios err on the low side.
+  double ceiling[2] = {0, 0};
+  auto measure_ceiling = [&](const char* when) {
+    double c100 = RawCeiling(path, 100, 400000), c1k = RawCeiling(path, 1024, 100000);
+    std::printf(
+        "raw SQLite ceiling %-7s (same schema, one transaction, prepared inserts, NORMAL): "
+        "100 B %.0f records/s, 1 KiB %.0f records/s\n",
+        when, c100, c1k);
+    ceiling[0] = std::max(ceiling[0], c100);
+    ceiling[1] = std::max(ceiling[1], c1k);
+  };
+  measure_ceiling("before");
+
+  std::printf(
+      "\nappend (records/s; ratio to the raw ceiling; bytes written per record; peak RSS)\n");
+  struct Case {
+    config::SyncMode sync;
+    size_t payload;
+    int appenders;
+    size_t per_call;
+    uint32_t group_max;
+  };
+  std::vector<Case> cases;
+  for (auto sync : {config::SyncMode::kNormal, config::SyncMode::kFull})
+    for (size_t payload : {size_t{100}, size_t{1024}})
+      for (auto [appenders, per_call] : {std::pair{1, size_t{1}}, std::pair{1, size_t{256}},
+                                         std::pair{16, size_t{1}}, std::pair{16, size_t{64}}})
+        for (uint32_t group : {256u, 4096u}) {
+          if (appenders == 1 && per_call == 1 && group == 4096) continue;  // group size moot
+          cases.push_back({sync, payload, appenders, per_call, group});
+        }
+  std::vector<RunResult> results;
+  for (const auto& c : cases) {
+    if (&c == &cases[cases.size() / 2]) measure_ceiling("between");
+    results.push_back(
+        AppendRun(path, c.sync, c.payload, c.appenders, c.per_call, c.group_max, seconds));
+  }
+  measure_ceiling("after");
+  std::printf("best ceiling: 100 B %.0f records/s, 1 KiB %.0f records/s\n\n", ceiling[0],
+              ceiling[1]);
+  std::printf("%-6s %-7s %-9s %-8s %-9s %12s %7s %10s %9s\n", "sync", "payload", "appenders",
+              "per_call", "group_max", "records/s", "ratio", "wbytes/rec", "peakRSS");
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const RunResult& r = results[i];
+    double ratio = r.rate / ceiling[c.payload == 100 ? 0 : 1];
+    std::printf("%-6s %-7zu %-9d %-8zu %-9u %12.0f %6.0f%% %10.0f %7lluKiB\n",
+                c.sync == config::SyncMode::kFull ? "full" : "normal", c.payload, c.appenders,
+                c.per_call, c.group_max, r.rate, ratio * 100, r.bytes_per_record,
+                static_cast<unsigned long long>(r.peak_rss_kib));
+    std::fflush(stdout);
+  }
+
+  std::printf("\nread (ReadAfter, 1000 records per call):\n");
+  for (size_t payload : {size_t{100}, size_t{1024}}) {
+    double mbs = 0;
+    double rate = ReadRun(path, payload, payload == 100 ? 500000 : 200000, &mbs);
+    std::printf("  %4zu B: %9.0f records/s (%.0f MB/s of payload)\n", payload, rate, mbs);
+  }
+  std::printf("\npeak RSS of the whole run: %llu KiB\n",
+              static_cast<unsigned long long>(PeakRssKiB()));
+  return 0;
+}
