@@ -173,11 +173,27 @@ TEST_CASE("SIGHUP: a good config switches inputs and topic without losing a reco
   cfg["inputs"][0]["name"] = "sim2";
   cfg["inputs"][0]["topic"] = topic2;
   cfg["inputs"][0]["rate_hz"] = 100;
+  // A buffer setting changes too: not applied (the buffer stays open), reported as needing a
+  // restart.
+  cfg["buffer"]["max_bytes"] = 64 << 20;
   WriteConfig(dir, cfg);
   agent.process().Signal(SIGHUP);
   REQUIRE_MESSAGE(kafka->ReadAll(topic2, 100, 60s).size() >= 100, agent.Log());
   CHECK(rig::WaitFor([&] { return sock.Count("READY=1") == 2; }, 5s));
   CHECK(sock.Count("RELOADING=1") == 1);
+  json doc;
+  REQUIRE(rig::WaitFor(
+      [&] {
+        auto r = RunEdgeferry({"status", "-c", config.string(), "--json"});
+        if (r.exit_code != 0) return false;
+        doc = json::parse(r.out);
+        return doc["daemon"]["reloads"] == 1;
+      },
+      30s));
+  CHECK(doc["daemon"]["restart_needed"] == true);
+  CHECK(doc["daemon"]["last_reload_errors"].empty());
+  REQUIRE(doc["inputs"].size() == 1);
+  CHECK(doc["inputs"][0]["name"] == "sim2");
 
   REQUIRE(agent.Terminate() == std::optional<int>(0));
   BufferState buf = ReadBuffer((dir / "buffer.db").string());
