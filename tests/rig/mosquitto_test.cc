@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "tests/rig/rig.h"
 
@@ -82,4 +83,28 @@ TEST_CASE("Mosquitto Kill stops the broker at once and it starts again") {
   m.Start();
   CHECK(rig::PortOpen(m.port()));
   CHECK(Publish(m, "rig/after-kill", "x") == 0);
+}
+
+TEST_CASE("Mosquitto TLS listener accepts clients that trust its CA and rejects others") {
+  rig::Mosquitto::Options opts;
+  opts.tls = true;
+  opts.require_client_cert = true;
+  rig::Mosquitto m(opts);
+  REQUIRE(m.tls_port() > 0);
+  CHECK(m.tls_uri() == "ssl://127.0.0.1:" + std::to_string(m.tls_port()));
+  auto pub = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {
+        "mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(m.tls_port()), "-q", "1", "-t",
+        "rig/tls",       "-m", "secret"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    rig::Process p(argv);
+    return p.Wait(10s).value_or(-1);
+  };
+  const std::string ca = m.ca_file().string();
+  CHECK(pub({"--cafile", ca, "--cert", m.client_cert_file().string(), "--key",
+             m.client_key_file().string()}) == 0);
+  CHECK(pub({"--cafile", ca}) != 0);  // no client certificate
+  CHECK(pub({}) != 0);                // plain MQTT on the TLS port
+  // The plain listener still works.
+  CHECK(Publish(m, "rig/plain", "x") == 0);
 }

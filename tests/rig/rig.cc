@@ -339,6 +339,43 @@ fs::path SourceDir() { return EDGEFERRY_RIG_SOURCE_DIR; }
 // ---------------------------------------------------------------------------------------------
 // Mosquitto
 
+namespace {
+
+// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all P-256 and
+// valid for two days, made with the openssl command line tool in `dir`.
+void MakeTestCertificates(const fs::path& dir) {
+  const std::string d = dir.string() + "/";
+  {
+    std::ofstream ext(d + "server.ext");
+    ext << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+  }
+  const std::vector<std::vector<std::string>> steps = {
+      {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+       "-nodes", "-days", "2", "-subj", "/CN=edgeferry test CA", "-keyout", d + "ca.key", "-out",
+       d + "ca.crt"},
+      {"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+       "-subj", "/CN=127.0.0.1", "-keyout", d + "server.key", "-out", d + "server.csr"},
+      {"openssl", "x509", "-req", "-in", d + "server.csr", "-CA", d + "ca.crt", "-CAkey",
+       d + "ca.key", "-CAcreateserial", "-days", "2", "-extfile", d + "server.ext", "-out",
+       d + "server.crt"},
+      {"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+       "-subj", "/CN=edgeferry-test-client", "-keyout", d + "client.key", "-out", d + "client.csr"},
+      {"openssl", "x509", "-req", "-in", d + "client.csr", "-CA", d + "ca.crt", "-CAkey",
+       d + "ca.key", "-CAcreateserial", "-days", "2", "-out", d + "client.crt"},
+  };
+  for (const auto& argv : steps) {
+    ProcessOptions o;
+    o.stdout_path = dir / "openssl.log";
+    Process p(argv, o);
+    if (p.Wait(30s) != 0) {
+      throw RigError("making test certificates failed: " + argv[1] + "\n" +
+                     LogTail(dir / "openssl.log"));
+    }
+  }
+}
+
+}  // namespace
+
 Mosquitto::Mosquitto(Options options) : options_(std::move(options)), dir_("edgeferry-mosquitto") {
   if (options_.detachable) NoteDetachable("dir=" + dir_.path().string());
   port_ = FreeLoopbackPort();
@@ -363,6 +400,15 @@ Mosquitto::Mosquitto(Options options) : options_(std::move(options)), dir_("edge
   // Run as root (CI, scripts/test), Mosquitto would switch to user "mosquitto", which cannot
   // write our temp dir; stay who we are.
   if (::geteuid() == 0) conf << "user root\n";
+  if (options_.tls) {
+    MakeTestCertificates(dir_.path());
+    tls_port_ = FreeLoopbackPort();
+    conf << "listener " << tls_port_ << " 127.0.0.1\n"
+         << "cafile " << (dir_ / "ca.crt").string() << "\n"
+         << "certfile " << (dir_ / "server.crt").string() << "\n"
+         << "keyfile " << (dir_ / "server.key").string() << "\n"
+         << "require_certificate " << (options_.require_client_cert ? "true" : "false") << "\n";
+  }
   conf << options_.extra_config << "\n";
   conf.close();
   if (!conf) throw RigError("cannot write " + config_path().string());
@@ -376,6 +422,10 @@ Mosquitto::~Mosquitto() {
   } catch (...) {
     process_.Kill();
   }
+}
+
+std::string Mosquitto::tls_uri() const {
+  return tls_port_ == 0 ? std::string() : "ssl://127.0.0.1:" + std::to_string(tls_port_);
 }
 
 std::string Mosquitto::uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }

@@ -163,6 +163,12 @@ struct MosquittoOptions {
   std::string extra_config;  // appended to the generated mosquitto.conf
   // The broker may outlive this process once Detach() is called (scripts/demo); not for tests.
   bool detachable = false;
+  // Adds a TLS listener (tls_port(), tls_uri()) with a server certificate for 127.0.0.1 and
+  // localhost, signed by a CA made for this broker (ca_file()). Clients may present the client
+  // certificate (client_cert_file(), client_key_file()), signed by the same CA; with
+  // require_client_cert the broker insists on one.
+  bool tls = false;
+  bool require_client_cert = false;
 };
 
 // A Mosquitto 2 broker on 127.0.0.1, with the no-loss settings of
@@ -181,6 +187,13 @@ class Mosquitto {
   std::string host() const { return "127.0.0.1"; }
   std::string uri() const;  // "tcp://127.0.0.1:P"
   bool running();
+
+  // TLS listener (options.tls only; 0 / "" otherwise). uri: "ssl://127.0.0.1:P".
+  int tls_port() const { return tls_port_; }
+  std::string tls_uri() const;
+  std::filesystem::path ca_file() const { return dir_ / "ca.crt"; }
+  std::filesystem::path client_cert_file() const { return dir_ / "client.crt"; }
+  std::filesystem::path client_key_file() const { return dir_ / "client.key"; }
 
   // SIGTERM and wait (Mosquitto saves its persistence file on the way out).
   void Stop();
@@ -210,6 +223,7 @@ class Mosquitto {
   Options options_;
   TempDir dir_;
   int port_ = 0;
+  int tls_port_ = 0;
   Process process_;
   bool detached_ = false;
 };
