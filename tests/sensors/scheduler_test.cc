@@ -102,7 +102,7 @@ TEST_CASE("interval and jitter with a fake clock") {
 
 TEST_CASE("Remove waits for a commit in progress and none runs after it") {
   SensorScheduler sched(SystemClock(), 2);
-  std::atomic<bool> in_commit{false};
+  std::atomic<int> in_commit{0};
   std::atomic<int> commits{0};
   std::mutex mu;
   std::condition_variable cv;
@@ -112,31 +112,40 @@ TEST_CASE("Remove waits for a commit in progress and none runs after it") {
   t.timeout = 50ms;  // the commit (a blocked Append) is not covered by the timeout
   t.run = [](Clock::TimePoint) {};
   t.commit = [&] {
-    in_commit = true;
+    ++in_commit;
     std::unique_lock lock(mu);
     cv.wait(lock, [&] { return release; });
     ++commits;
+    --in_commit;
   };
   std::atomic<int> timeouts{0};
   t.on_timeout = [&] { ++timeouts; };
   uint64_t id = sched.Add(t);
-  REQUIRE(Eventually([&] { return in_commit.load(); }));
-  std::atomic<bool> removed{false};
+  REQUIRE(Eventually([&] { return in_commit.load() == 1; }));
+  std::atomic<int> in_commit_when_removed{-1};
   std::thread remover([&] {
     sched.Remove(id);
-    removed = true;
+    in_commit_when_removed = in_commit.load();
   });
-  // Remove is blocked on the commit; releasing it lets Remove return.
   {
     std::lock_guard lock(mu);
     release = true;
   }
   cv.notify_all();
   remover.join();
-  CHECK(removed.load());
-  int after = commits.load();
-  CHECK(after == 1);
+  CHECK(in_commit_when_removed.load() == 0);  // Remove returned only after the commit finished
   CHECK(timeouts.load() == 0);
+  int after = commits.load();
+  CHECK(after >= 1);
+  // Another task runs 10 times; the removed one commits no more.
+  std::atomic<int> other{0};
+  TaskSpec o;
+  o.interval = 5ms;
+  o.run = [&](Clock::TimePoint) { ++other; };
+  uint64_t oid = sched.Add(o);
+  REQUIRE(Eventually([&] { return other.load() >= 10; }));
+  sched.Remove(oid);
+  CHECK(commits.load() == after);
 }
 
 }  // namespace
