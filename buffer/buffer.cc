@@ -265,8 +265,16 @@ class Buffer::Impl {
     // Set by the writer:
     Status status;
     size_t count = 0;
-    bool finished = false;  // writer thread only
-    bool done = false;      // guarded by mu_: set only after the writer is through with the op
+    bool finished = false;       // writer thread only
+    bool done = false;           // guarded by mu_: set only after the writer is through with the op
+    std::condition_variable cv;  // the submitter waits here: one wake-up per op, not a herd
+
+    // Marks the op done and wakes its submitter. mu_ must be held: the submitter cannot return
+    // (and destroy the op) before mu_ is released.
+    void Done() {
+      done = true;
+      cv.notify_one();
+    }
   };
 
   Impl(const config::BufferConfig& cfg, Clock* clock, OpenOptions opts)
@@ -300,7 +308,6 @@ class Buffer::Impl {
   // Shared with readers (guarded by mu_).
   std::mutex mu_;
   std::condition_variable work_cv_;  // writer waits for ops
-  std::condition_variable done_cv_;  // submitters wait for their op
   std::condition_variable data_cv_;  // WaitForRecordsAfter
   std::deque<Op*> queue_;
   bool stopping_ = false;
@@ -1065,13 +1072,12 @@ void Buffer::Impl::WriterLoop() {
         if (now - (*it)->enqueued >= std::chrono::milliseconds(cfg_.block_timeout_ms)) {
           Finish(*it,
                  Status::Unavailable("buffer " + cfg_.path + " full: block_timeout_ms passed"));
-          (*it)->done = true;
+          (*it)->Done();
           it = queue_.erase(it);
         } else {
           ++it;
         }
       }
-      done_cv_.notify_all();
     }
     bool retry = !blocked_ || space_changed_ || stopping_ ||
                  now - last_full_attempt_ >= std::chrono::milliseconds(200);
@@ -1116,21 +1122,19 @@ void Buffer::Impl::WriterLoop() {
     lk.lock();
     // Hand results over under mu_ (a submitter may return and reuse its stack as soon as it
     // sees done). Blocked appends go back to the front of the queue, in order.
-    for (Op* op : control) op->done = true;
+    for (Op* op : control) op->Done();
     for (auto it = group.rbegin(); it != group.rend(); ++it) {
       if ((*it)->finished)
-        (*it)->done = true;
+        (*it)->Done();
       else
         queue_.push_front(*it);
     }
-    done_cv_.notify_all();
   }
   for (Op* op : queue_) {
     Finish(op, Status::Aborted("buffer " + cfg_.path + " is closing"));
-    op->done = true;
+    op->Done();
   }
   queue_.clear();
-  done_cv_.notify_all();
 }
 
 Status Buffer::Impl::Submit(Op* op) {
@@ -1139,7 +1143,7 @@ Status Buffer::Impl::Submit(Op* op) {
   op->enqueued = clock_->Now();
   queue_.push_back(op);
   work_cv_.notify_one();
-  done_cv_.wait(lk, [&] { return op->done; });
+  op->cv.wait(lk, [&] { return op->done; });
   return op->status;
 }
 

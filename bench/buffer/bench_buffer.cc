@@ -2,7 +2,7 @@
 // RSS, against the raw SQLite ceiling measured in the same run on the same file system (same
 // schema, one big transaction of prepared inserts).
 //
-//   bench_buffer [--dir DIR] [--seconds S]
+//   bench_buffer [--dir DIR] [--seconds S] [--only APPENDERSxPER_CALL]
 //
 // Every figure is measured here; nothing is a target check. Run it on an idle machine: a shared
 // one makes the full-sync figures (fsync-bound) especially noisy.
@@ -183,12 +183,15 @@ double ReadRun(const std::string& path, size_t payload, size_t n, double* mb_per
 int main(int argc, char** argv) {
   std::string dir = std::filesystem::temp_directory_path().string();
   double seconds = 1.5;
+  std::string only;  // "APPENDERSxPER_CALL", e.g. "16x1": run only those append cases
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--dir")
       dir = argv[i + 1];
     else if (a == "--seconds")
       seconds = std::atof(argv[i + 1]);
+    else if (a == "--only")
+      only = argv[i + 1];
   }
   edgeferry::SetLogLevel(edgeferry::LogLevel::kWarning);
   std::string path = dir + "/bench_buffer_" + std::to_string(::getpid()) + ".db";
@@ -225,6 +228,8 @@ int main(int argc, char** argv) {
                                          std::pair{16, size_t{1}}, std::pair{16, size_t{64}}})
         for (uint32_t group : {256u, 4096u}) {
           if (appenders == 1 && per_call == 1 && group == 4096) continue;  // group size moot
+          if (!only.empty() && only != std::to_string(appenders) + "x" + std::to_string(per_call))
+            continue;
           cases.push_back({sync, payload, appenders, per_call, group});
         }
   std::vector<RunResult> results;
