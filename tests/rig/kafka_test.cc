@@ -1,8 +1,11 @@
 // KafkaCluster against a real Kafka 4.1 broker, produced to with librdkafka.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -86,4 +89,24 @@ TEST_CASE("Three-node Kafka: killing the partition leader leaves the topic reada
   auto more = MakeRecords(3, 1, "y");
   Produce(kafka->bootstrap(), topic, more);
   CHECK(kafka->ReadAll(topic, sent.size() + more.size()).size() == sent.size() + more.size());
+}
+
+TEST_CASE("edgeferry-rig down stops a Kafka whose kafka-up was killed mid-start") {
+  rig::TempDir dir;
+  const auto state = dir / "kafka.state";
+  const std::filesystem::path pending = state.string() + ".pending";
+  rig::Process up({EDGEFERRY_RIG_TOOL, "kafka-up", state.string()});
+  // The broker's pid is noted as soon as it is spawned, before it is ready.
+  REQUIRE(
+      rig::WaitFor([&] { return rig::ReadFile(pending).find("pid=") != std::string::npos; }, 60s));
+  up.Kill();
+  const std::string text = rig::ReadFile(pending);
+  const pid_t broker = std::stoi(text.substr(text.find("pid=") + 4));
+  CHECK(::kill(broker, 0) == 0);  // outlived the killed `up`: this is the leak `down` must fix
+  CHECK_FALSE(std::filesystem::exists(state));
+
+  rig::Process down({EDGEFERRY_RIG_TOOL, "down", state.string()});
+  CHECK(down.Wait(60s) == 0);
+  CHECK(rig::WaitFor([&] { return ::kill(broker, 0) != 0; }, 10s));
+  CHECK_FALSE(std::filesystem::exists(pending));
 }
