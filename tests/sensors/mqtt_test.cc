@@ -340,3 +340,75 @@ TEST_CASE("mqtt: an unreachable broker is retried in the background, not an erro
 
 }  // namespace
 }  // namespace edgeferry::sensors
+
+namespace edgeferry::sensors {
+namespace {
+
+TEST_CASE(
+    "mqtt: TLS with CA and client certificate (hostname verified); refused without the certificate "
+    "or with a wrong CA") {
+  rig::Mosquitto::Options opts;
+  opts.tls = true;
+  opts.require_client_cert = true;
+  rig::Mosquitto broker(opts);
+  std::string id = rig::UniqueName("tls");
+  auto cfg = MqttConfig(broker, id, {{"tls/#", 1}});
+  cfg.mqtt->uris = {broker.tls_uri()};
+  config::TlsConfig tls;
+  tls.ca_file = broker.ca_file().string();
+  tls.cert_file = broker.client_cert_file().string();
+  tls.key_file = broker.client_key_file().string();
+  tls.verify_hostname = true;
+  cfg.mqtt->tls = tls;
+  {
+    FakeSink sink;
+    auto input = StartInput(cfg, &sink);
+    REQUIRE(broker.WaitSubscribed(id, "tls/#"));
+    Publisher pub(broker.uri(), rig::UniqueName("pub"));  // the plain listener
+    REQUIRE(pub.Publish("tls/a", "over tls", 1));
+    REQUIRE(sink.WaitForCount(1, 20s));
+    input->Stop();
+    CHECK(sink.records().at(0).payload == "over tls");
+  }
+  {
+    // Without the client certificate the broker refuses: retried, counted, never connected.
+    FakeSink sink;
+    auto no_cert = cfg;
+    no_cert.mqtt->client_id = rig::UniqueName("tls-nocert");
+    no_cert.mqtt->tls->cert_file.clear();
+    no_cert.mqtt->tls->key_file.clear();
+    auto input = StartInput(no_cert, &sink);
+    REQUIRE(testing::Eventually([&] { return input->Stats().errors_by_reason["connect"] >= 2; }));
+    CHECK(input->Stats().state == "disconnected");
+    input->Stop();
+  }
+  {
+    // A CA that did not sign the server certificate: verification fails.
+    FakeSink sink;
+    auto wrong_ca = cfg;
+    wrong_ca.mqtt->client_id = rig::UniqueName("tls-wrongca");
+    wrong_ca.mqtt->tls->ca_file = broker.client_cert_file().string();
+    auto input = StartInput(wrong_ca, &sink);
+    REQUIRE(testing::Eventually([&] { return input->Stats().errors_by_reason["connect"] >= 2; }));
+    CHECK(input->Stats().state == "disconnected");
+    input->Stop();
+  }
+}
+
+TEST_CASE("mqtt: failover to the next URI when the first broker is down") {
+  rig::Mosquitto broker;
+  FakeSink sink;
+  std::string id = rig::UniqueName("fo");
+  auto cfg = MqttConfig(broker, id, {{"fo/#", 1}});
+  cfg.mqtt->uris = {fmt::format("tcp://127.0.0.1:{}", rig::FreeLoopbackPort()), broker.uri()};
+  auto input = StartInput(cfg, &sink);
+  REQUIRE(broker.WaitSubscribed(id, "fo/#"));
+  Publisher pub(broker.uri(), rig::UniqueName("pub"));
+  REQUIRE(pub.Publish("fo/x", "via second uri", 1));
+  REQUIRE(sink.WaitForCount(1, 20s));
+  input->Stop();
+  CHECK(input->Stats().state == "stopped");
+}
+
+}  // namespace
+}  // namespace edgeferry::sensors
