@@ -155,6 +155,8 @@ struct Result {
   uint64_t peak_rss_kib = 0;
   uint64_t start_rss_kib = 0;
   uint64_t failures = 0;
+  uint64_t rss10_kib = 0;  // forwarder only: RSS when 10% / 90% of the backlog was delivered
+  uint64_t rss90_kib = 0;
 };
 
 ef::config::KafkaConfig BenchConfig(const std::string& bootstrap, const std::string& codec,
@@ -179,7 +181,11 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size)
   RssSampler rss;
   auto t0 = Clock::now();
   if (!f.value()->Start().ok()) std::exit(2);
-  while (f.value()->GetStats().cursor < n) std::this_thread::sleep_for(2ms);
+  for (uint64_t c = 0; (c = f.value()->GetStats().cursor) < n;) {
+    if (r.rss10_kib == 0 && c >= n / 10) r.rss10_kib = RssKiB();
+    if (r.rss90_kib == 0 && c >= n - n / 10) r.rss90_kib = RssKiB();
+    std::this_thread::sleep_for(2ms);
+  }
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   f.value()->Stop(10s);
   r.peak_rss_kib = rss.peak();
@@ -224,6 +230,11 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
     rd_kafka_header_add(h, fwd::kHeaderSource, -1, rec.source.data(),
                         static_cast<ssize_t>(rec.source.size()));
     const std::string& key = keys[s % kInputs];
+    // The forwarder's in-flight caps apply to the ceiling too: same window, same settings.
+    while ((s - 1 - done.load()) >= cfg.max_inflight_records ||
+           (s - 1 - done.load()) * rec.ByteSize() >= cfg.max_inflight_bytes) {
+      rd_kafka_poll(rk, 10);
+    }
     for (;;) {
       rd_kafka_resp_err_t e = rd_kafka_producev(
           rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -237,7 +248,7 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
       }
       rd_kafka_poll(rk, 10);
     }
-    if (s % 1024 == 0) rd_kafka_poll(rk, 0);  // serve delivery reports in bulk, as fast clients do
+    rd_kafka_poll(rk, 0);  // serve delivery reports as they come (librdkafka's examples do this)
   }
   while (done.load() < n) rd_kafka_poll(rk, 10);
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -249,15 +260,20 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
   return r;
 }
 
-// Bytes of the topic's log segments under `data_dir` (all partitions).
-uint64_t TopicLogBytes(const std::filesystem::path& data_dir, const std::string& topic) {
+// Bytes of the topic's log segments on the broker (all partitions): <node>/data/<topic>-<p>/*.log.
+// Not recursive over the whole node dir: Kafka renames and deletes other files meanwhile.
+uint64_t TopicLogBytes(const std::filesystem::path& node_dir, const std::string& topic) {
   uint64_t total = 0;
   std::error_code ec;
-  for (auto it = std::filesystem::recursive_directory_iterator(data_dir, ec);
-       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    const auto& p = it->path();
-    if (p.extension() == ".log" && p.parent_path().filename().string().rfind(topic + "-", 0) == 0) {
-      total += std::filesystem::file_size(p, ec);
+  for (const auto& part : std::filesystem::directory_iterator(node_dir / "data", ec)) {
+    std::string name = part.path().filename().string();
+    if (name.rfind(topic + "-", 0) != 0 ||
+        name.find_first_not_of("0123456789", topic.size() + 1) != std::string::npos) {
+      continue;
+    }
+    std::error_code ec2;
+    for (const auto& f : std::filesystem::directory_iterator(part.path(), ec2)) {
+      if (f.path().extension() == ".log") total += std::filesystem::file_size(f.path(), ec2);
     }
   }
   return total;
@@ -329,8 +345,8 @@ int main(int argc, char** argv) {
               fwd::LibrdkafkaVersion().c_str(), codec.c_str(), static_cast<unsigned long long>(n),
               partitions,
               own_broker ? "rig one-node Kafka on loopback (same host)" : bootstrap.c_str());
-  std::printf("%-6s %-10s %12s %9s %12s %10s %10s %7s\n", "size", "run", "records/s", "MB/s",
-              "B/rec log", "RSS0 MiB", "peak MiB", "ratio");
+  std::printf("%-6s %-10s %12s %9s %10s %9s %9s %9s %9s %7s\n", "size", "run", "records/s", "MB/s",
+              "B/rec log", "RSS0 MiB", "@10% MiB", "@90% MiB", "peak MiB", "ratio");
   {
     // Warm-up (not reported): the broker's JIT and page cache would otherwise favour whichever
     // side runs second.
@@ -366,11 +382,17 @@ int main(int argc, char** argv) {
               static_cast<double>(TopicLogBytes(data_dir, topic)) / static_cast<double>(n));
           per_rec = b;
         }
-        std::printf(
-            "%-6zu %-10s %12.0f %9.1f %12s %10.1f %10.1f %7s\n", size, what, rps, mbs,
-            per_rec.c_str(), static_cast<double>(r.start_rss_kib) / 1024.0,
-            static_cast<double>(r.peak_rss_kib) / 1024.0,
-            ratio > 0 ? (std::to_string(static_cast<int>(ratio * 100 + 0.5)) + "%").c_str() : "");
+        auto mib = [](uint64_t kib) {
+          if (kib == 0) return std::string("-");
+          char b[32];
+          std::snprintf(b, sizeof b, "%.1f", static_cast<double>(kib) / 1024.0);
+          return std::string(b);
+        };
+        std::string pct =
+            ratio > 0 ? std::to_string(static_cast<int>(ratio * 100 + 0.5)) + "%" : "";
+        std::printf("%-6zu %-10s %12.0f %9.1f %10s %9s %9s %9s %9s %7s\n", size, what, rps, mbs,
+                    per_rec.c_str(), mib(r.start_rss_kib).c_str(), mib(r.rss10_kib).c_str(),
+                    mib(r.rss90_kib).c_str(), mib(r.peak_rss_kib).c_str(), pct.c_str());
       };
       print("ceiling", bare, t_bare, 0);
       print("forwarder", fw, t_fwd, bare.seconds / fw.seconds);
