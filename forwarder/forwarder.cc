@@ -28,6 +28,10 @@ constexpr size_t kMaxReadRecords = 4096;
 // long outage then costs one small probe per message.timeout.ms, not a full window re-encoded
 // and expired again and again.
 constexpr uint64_t kProbeRecords = 64;
+// After this many failed rounds in a row the producer is recreated even without a fatal error:
+// librdkafka 2.0.2 can stay stuck on stale metadata of an unreachable broker (fixed upstream in
+// 2.10), and a fresh producer starts with fresh metadata. Harmless in a plain outage.
+constexpr uint64_t kRecreateAfterFailures = 5;
 
 // Errors after which sending the same record again can never succeed. Everything else (broker
 // down, timeouts, leader changes, missing topic, authorization) is transient: keep the record and
@@ -293,6 +297,7 @@ class Forwarder::Impl {
     if (transient) {
       delay = backoff_.Fail();
       probing_ = true;
+      if (backoff_.consecutive_failures() % kRecreateAfterFailures == 0) recreate_ = true;
     }
     LogLimited(LogLevel::kWarning, reason.substr(0, reason.find(':')),
                fmt::format("delivery failed ({}); holding records from seq {} in the buffer, "
@@ -466,12 +471,18 @@ class Forwarder::Impl {
   }
 
   void RecreateProducer() {
-    char errstr[512] = "";
-    rd_kafka_resp_err_t ferr =
-        rk_ ? rd_kafka_fatal_error(rk_.get(), errstr, sizeof errstr) : RD_KAFKA_RESP_ERR__FATAL;
-    std::string reason =
-        fmt::format("fatal producer error {}: {}", rd_kafka_err2name(ferr), errstr);
-    CountError(RD_KAFKA_RESP_ERR__FATAL);
+    std::string reason;
+    if (fatal_) {
+      char errstr[512] = "";
+      rd_kafka_resp_err_t ferr =
+          rk_ ? rd_kafka_fatal_error(rk_.get(), errstr, sizeof errstr) : RD_KAFKA_RESP_ERR__FATAL;
+      reason = fmt::format("fatal producer error {}: {}", rd_kafka_err2name(ferr), errstr);
+      CountError(RD_KAFKA_RESP_ERR__FATAL);
+    } else {
+      reason = fmt::format("producer stuck: no delivery in {} attempts in a row",
+                           backoff_.consecutive_failures());
+    }
+    recreate_ = false;
     if (rk_) {
       // Collect the delivery reports that are already in (successes still count), then drop the
       // rest: those records are still in the buffer above the cursor.
@@ -485,8 +496,9 @@ class Forwarder::Impl {
     }
     DestroyProducer();
     fatal_ = false;
-    EF_LOG(kWarning, kLog, "{}; producer recreated, resending from seq {}", reason,
-           tracker_.cursor() + 1);
+    LogLimited(LogLevel::kWarning, "recreate",
+               fmt::format("{}; producer recreated, resending from seq {}", reason,
+                           tracker_.cursor() + 1));
     {
       std::lock_guard s(stats_mu_);
       ++stats_.producer_restarts;
@@ -505,7 +517,7 @@ class Forwarder::Impl {
                                   "injected by test");
       }
       Poll(0);
-      if (fatal_) RecreateProducer();
+      if (fatal_ || recreate_) RecreateProducer();
       MaybeCommit(false);
       PublishStats();
       if (recovering_) {
@@ -664,7 +676,8 @@ class Forwarder::Impl {
   Backoff backoff_;
   RateLimiter log_limiter_;
   bool recovering_ = false;
-  bool probing_ = false;  // since the last transient failure, nothing delivered yet
+  bool probing_ = false;   // since the last transient failure, nothing delivered yet
+  bool recreate_ = false;  // kRecreateAfterFailures failed rounds: start a fresh producer
   uint64_t read_pos_ = 0;
   uint64_t committed_ = 0;
   Clock::TimePoint last_commit_{};

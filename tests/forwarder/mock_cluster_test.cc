@@ -383,3 +383,33 @@ TEST_CASE("mock: records trimmed from the source while undelivered do not stall 
 
 }  // namespace
 }  // namespace edgeferry::forwarder
+
+namespace edgeferry::forwarder {
+namespace {
+
+TEST_CASE("mock: a long outage recreates the producer every few failed rounds; nothing is lost") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 2);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.message_timeout_ms = 200;
+  c.backoff_initial_ms = 10;
+  c.backoff_max_ms = 50;
+  auto expected = Append(src, 100);
+  auto fwd = StartForwarder(c, &src);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  mc.SetAllBrokersDown(true);
+  auto more = Append(src, 300);
+  expected.insert(more.begin(), more.end());
+  // Five failed rounds in a row: a fresh producer (librdkafka 2.0.2 can stay stuck on metadata).
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().producer_restarts >= 1; }, 30s));
+  CHECK(src.cursor() == 100);
+  mc.SetAllBrokersDown(false);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+  fwd->Stop(5s);
+  CHECK(src.dead_letters().empty());
+  RequireNoLoss(mc, expected);
+}
+
+}  // namespace
+}  // namespace edgeferry::forwarder
