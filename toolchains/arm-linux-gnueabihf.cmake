@@ -7,4 +7,12 @@ set(CMAKE_SYSTEM_PROCESSOR armv7l)
 set(EDGEFERRY_TARGET_TRIPLET arm-linux-gnueabihf)
 set(EDGEFERRY_TARGET_DEB_ARCH armhf)
 set(EDGEFERRY_TARGET_QEMU qemu-arm-static)
+# 64-bit off_t/ino_t (Debian 12 armhf defaults to 32-bit): without it readdir() fails with
+# EOVERFLOW where the file system hands out 64-bit directory offsets (ext4 with hashed directories
+# does to 64-bit callers, and under qemu-user on a 64-bit host every call is one: the sensors'
+# sysfs tests fail), and stat() fails on files over 2 GiB (a large buffer).
+# -Wno-psabi: GCC notes on every std::map/std::vector iterator passed by value that its ABI
+# changed in GCC 7.1; everything here is built with GCC 12, so the note is noise.
+set(CMAKE_C_FLAGS_INIT "-D_FILE_OFFSET_BITS=64")
+set(CMAKE_CXX_FLAGS_INIT "-D_FILE_OFFSET_BITS=64 -Wno-psabi")
 include(${CMAKE_CURRENT_LIST_DIR}/debian-cross.cmake)

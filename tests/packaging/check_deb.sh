@@ -135,7 +135,9 @@ case "$step" in
       # 2. The table is right: the package named really ships this soname for this architecture,
       #    and the version we built against satisfies the minimum.
       if [[ -n "$sysroot" && -f "$sysroot/.edgeferry-libs" ]]; then
-        owner=$(awk -v so="$so" -v t="$triplet" '$2 ~ ("/" t "/" so "$") { print $1; exit }' "$sysroot/.edgeferry-libs")
+        # Exact suffix match (sonames like libstdc++.so.6 are no regular expressions).
+        owner=$(awk -v suffix="/$triplet/$so" \
+          'substr($2, length($2) - length(suffix) + 1) == suffix { print $1; exit }' "$sysroot/.edgeferry-libs")
         built=$(awk -v p="$owner" '$1 == p { print $2; exit }' "$sysroot/.edgeferry-packages")
         where="the $deb_arch sysroot"
       else
