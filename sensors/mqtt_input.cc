@@ -370,12 +370,21 @@ class MqttInput final : public Input {
     while (!core_->stopping) {
       lock.unlock();
       core_->ticks.fetch_add(1, std::memory_order_relaxed);
+      // While a message callback runs (possibly held by a blocking buffer), every Paho call would
+      // wait for Paho's global mutex, which the callback thread holds: do not connect then, so
+      // this loop keeps ticking for the watchdog and Stop stays responsive.
+      bool callback_busy;
+      {
+        std::lock_guard busy_lock(core_->mu);
+        callback_busy = core_->in_callback > 0;
+      }
       for (auto& conn : conns_) {
         if (conn->lost.exchange(false) && conn->state == ConnState::kConnected) {
           SetState(*conn, ConnState::kDisconnected);
           ScheduleRetry(*conn, rng, false);
         }
-        if (conn->state == ConnState::kDisconnected && core_->clock->Now() >= conn->next_attempt) {
+        if (!callback_busy && conn->state == ConnState::kDisconnected &&
+            core_->clock->Now() >= conn->next_attempt) {
           Connect(*conn, rng);
         }
       }

@@ -286,6 +286,9 @@ TEST_CASE("mqtt: a failing or blocked buffer holds messages back; none is lost o
   REQUIRE(sink.WaitForCalls(calls + 1, 20s));  // one Append is in progress and blocked
   CHECK(sink.size() == 1);
   CHECK(sink.calls() == calls + 1);
+  // The input stays alive for the watchdog while its callback is held by the buffer.
+  uint64_t ticks = input->ProgressTicks();
+  REQUIRE(testing::Eventually([&] { return input->ProgressTicks() > ticks + 2; }));
   sink.Unblock();
   REQUIRE(sink.WaitForCount(31, 30s));
   input->Stop();
