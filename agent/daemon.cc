@@ -188,7 +188,9 @@ class Daemon {
   void StopPipeline(std::chrono::milliseconds grace, bool drain);
   void StartExtras();  // metrics and heartbeat
   void StopExtras();
-  void Reload();
+  // Returns false when neither the new nor the old config could start a pipeline: the daemon
+  // then exits 1 and systemd restarts it.
+  bool Reload();
   void Tick(bool force_status_line);
   Snapshot TakeSnapshot();
   void ServeCliRequest();
@@ -425,7 +427,7 @@ void Daemon::Tick(bool force_status_line) {
   }
 }
 
-void Daemon::Reload() {
+bool Daemon::Reload() {
   notifier_.Reloading();
   EF_LOG(kInfo, "agent", "SIGHUP: reloading {}", config_path_);
   config::LoadResult lr = config::LoadFile(config_path_);
@@ -439,7 +441,7 @@ void Daemon::Reload() {
     for (const auto& e : errors) last_reload_errors_.push_back(e.ToString());
     Tick(/*force_status_line=*/true);
     notifier_.Ready();
-    return;
+    return true;
   }
   config::Config next = std::move(*lr.config);
   if (!SameBuffer(next.buffer, cfg_.buffer)) {
@@ -462,13 +464,15 @@ void Daemon::Reload() {
     StopPipeline(0ms, false);
     cfg_ = std::move(previous);
     if (Status st2 = StartPipeline(); !st2.ok()) {
-      EF_LOG(kError, "agent", "the old config does not start either: {}", st2.ToString());
+      EF_LOG(kError, "agent", "the old config does not start either: {}; exiting", st2.ToString());
+      return false;
     }
   }
   StartExtras();
   Tick(/*force_status_line=*/true);
   notifier_.Ready();
   EF_LOG(kInfo, "agent", "reload done: {} input(s)", inputs_.size());
+  return true;
 }
 
 void Daemon::ServeCliRequest() {
@@ -537,6 +541,7 @@ int Daemon::Run(const sigset_t& signals) {
   }
   auto next_tick = clock_->Now() + tick;
   bool stop = false;
+  int exit_code = kExitOk;
   while (!stop) {
     auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(next_tick - clock_->Now());
     if (wait.count() < 0) wait = std::chrono::nanoseconds(0);
@@ -550,7 +555,10 @@ int Daemon::Run(const sigset_t& signals) {
         stop = true;
         break;
       case SIGHUP:
-        Reload();
+        if (!Reload()) {
+          stop = true;
+          exit_code = kExitFailure;
+        }
         break;
       case SIGUSR1:
         ServeCliRequest();
@@ -583,7 +591,7 @@ int Daemon::Run(const sigset_t& signals) {
   source_.reset();
   buffer_.reset();  // closes the database after its writer has committed everything queued
   std::remove(StatusFilePath(cfg_.buffer).c_str());
-  return kExitOk;
+  return exit_code;
 }
 
 }  // namespace
