@@ -1,6 +1,7 @@
 // Constructors of the sensor readers (internal to sensors/; tests use them directly).
 #pragma once
 
+#include <initializer_list>
 #include <memory>
 
 #include "sensors/sensor_input.h"
@@ -18,5 +19,7 @@ std::unique_ptr<SensorReader> MakeExecReader(const config::SensorInputConfig& cf
 
 // True if `name` matches any of the globs (fnmatch); an empty list matches everything.
 bool MatchesAny(const std::vector<std::string>& globs, const std::string& name);
+// True if any of `names` (e.g. the full sensor name, the device name, the zone type) matches.
+bool MatchesAny(const std::vector<std::string>& globs, std::initializer_list<std::string> names);
 
 }  // namespace edgeferry::sensors

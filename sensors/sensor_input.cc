@@ -86,6 +86,14 @@ bool MatchesAny(const std::vector<std::string>& globs, const std::string& name) 
   return false;
 }
 
+bool MatchesAny(const std::vector<std::string>& globs, std::initializer_list<std::string> names) {
+  if (globs.empty()) return true;
+  for (const auto& n : names) {
+    if (MatchesAny(globs, n)) return true;
+  }
+  return false;
+}
+
 struct SensorInput::State {
   std::string name;
   std::string device;

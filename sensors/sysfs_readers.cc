@@ -144,7 +144,7 @@ class HwmonReader final : public SensorReader {
         if (!type) continue;
         std::string label = ReadNameOr(dir + "/" + channel + "_label", channel);
         std::string sensor = chip_name + "/" + label;
-        if (!MatchesAny(cfg_.match, sensor)) continue;
+        if (!MatchesAny(cfg_.match, {sensor, chip_name})) continue;
         double raw;
         if (!ReadNumber(dir + "/" + file, sensor, fail, &raw)) continue;
         out->push_back({sensor, raw / type->divisor, type->unit, 0, 0});
@@ -167,8 +167,9 @@ class ThermalReader final : public SensorReader {
       if (!StartsWith(zone, "thermal_zone")) continue;
       any = true;
       std::string dir = root + "/" + zone;
-      std::string sensor = zone + "/" + ReadNameOr(dir + "/type", "unknown");
-      if (!MatchesAny(cfg_.match, sensor)) continue;
+      std::string type = ReadNameOr(dir + "/type", "unknown");
+      std::string sensor = zone + "/" + type;
+      if (!MatchesAny(cfg_.match, {sensor, type, zone})) continue;
       double milli;
       if (!ReadNumber(dir + "/temp", sensor, fail, &milli)) continue;
       out->push_back({sensor, milli / 1000.0, "C", 0, 0});
@@ -214,7 +215,7 @@ class IioReader final : public SensorReader {
         while (i < chan.size() && std::isalpha(static_cast<unsigned char>(chan[i]))) ++i;
         std::string type = chan.substr(0, i);
         std::string sensor = dev_name + "/" + chan;
-        if (!MatchesAny(cfg_.match, sensor)) continue;
+        if (!MatchesAny(cfg_.match, {sensor, dev_name})) continue;
         double raw;
         if (!ReadNumber(dir + "/" + file, sensor, fail, &raw)) continue;
         double scale = 1.0, offset = 0.0;

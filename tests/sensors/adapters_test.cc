@@ -106,10 +106,12 @@ TEST_CASE("hwmon: channels with labels and units; a broken file fails only its s
   }
 
   auto cfg = Cfg(t);
-  cfg.match = {"ina219/*"};
-  Result only = RunReader(*MakeHwmonReader(cfg));
-  CHECK(only.readings.size() == 4);
-  CHECK(only.failures.empty());
+  for (const char* glob : {"ina219/*", "ina219"}) {
+    cfg.match = {glob};
+    Result only = RunReader(*MakeHwmonReader(cfg));
+    CHECK(only.readings.size() == 4);
+    CHECK(only.failures.empty());
+  }
 }
 
 TEST_CASE("hwmon and thermal: a missing tree is one failure, not a crash") {
@@ -132,6 +134,17 @@ TEST_CASE("thermal zones in millidegrees; missing temp file counted") {
   CHECK(r.readings["thermal_zone0/cpu-thermal"].value == doctest::Approx(48.312));
   CHECK(r.reasons == std::map<std::string, int>{{"missing", 1}});
   CHECK(r.failures.at(0).sensor == "thermal_zone1/gpu-thermal");
+
+  // `match` globs apply to the full name, the zone type or the zone directory.
+  auto cfg = Cfg(t);
+  for (const char* glob : {"cpu-thermal", "thermal_zone0", "*/cpu-*"}) {
+    cfg.match = {glob};
+    Result m = RunReader(*MakeThermalReader(cfg));
+    CHECK_MESSAGE(m.readings.size() == 1, glob);
+    CHECK(m.failures.empty());
+  }
+  cfg.match = {"gpu*"};
+  CHECK(RunReader(*MakeThermalReader(cfg)).readings.empty());
 }
 
 TEST_CASE("iio: (raw + offset) * scale with channel and shared attributes") {
