@@ -212,8 +212,6 @@ int main(int argc, char** argv) {
   };
   measure_ceiling("before");
 
-  std::printf(
-      "\nappend (records/s; ratio to the raw ceiling; bytes written per record; peak RSS)\n");
   struct Case {
     config::SyncMode sync;
     size_t payload;
@@ -239,8 +237,9 @@ int main(int argc, char** argv) {
         AppendRun(path, c.sync, c.payload, c.appenders, c.per_call, c.group_max, seconds));
   }
   measure_ceiling("after");
-  std::printf("best ceiling: 100 B %.0f records/s, 1 KiB %.0f records/s\n\n", ceiling[0],
-              ceiling[1]);
+  std::printf("best ceiling: 100 B %.0f records/s, 1 KiB %.0f records/s\n", ceiling[0], ceiling[1]);
+  std::printf(
+      "\nappend (records/s; ratio to the best ceiling; bytes written per record; peak RSS)\n");
   std::printf("%-6s %-7s %-9s %-8s %-9s %12s %7s %10s %9s\n", "sync", "payload", "appenders",
               "per_call", "group_max", "records/s", "ratio", "wbytes/rec", "peakRSS");
   for (size_t i = 0; i < cases.size(); ++i) {
