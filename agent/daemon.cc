@@ -366,6 +366,7 @@ Snapshot Daemon::TakeSnapshot() {
   s.version = kVersion;
   s.device_id = cfg_.device_id;
   s.config_path = config_path_;
+  s.buffer_path = cfg_.buffer.path;
   s.started_unix_ms = started_ms_;
   s.updated_unix_ms = clock_->NowUnixMs();
   if (buffer_) s.buffer = buffer_->GetStats();
@@ -400,7 +401,7 @@ void Daemon::Tick(bool force_status_line) {
     }
   }
 
-  if (Status st = WriteStatusFile(StatusFilePath(cfg_.buffer), snap); !st.ok()) {
+  if (Status st = WriteStatusFile(DaemonStatusFilePath(cfg_.buffer), snap); !st.ok()) {
     static RateLimiter limiter(std::chrono::minutes(5));
     uint64_t suppressed = 0;
     if (limiter.Allow("status-file", &suppressed)) {
@@ -590,7 +591,7 @@ int Daemon::Run(const sigset_t& signals) {
          final_stats.records);
   source_.reset();
   buffer_.reset();  // closes the database after its writer has committed everything queued
-  std::remove(StatusFilePath(cfg_.buffer).c_str());
+  std::remove(DaemonStatusFilePath(cfg_.buffer).c_str());
   return exit_code;
 }
 

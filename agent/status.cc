@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -57,17 +58,65 @@ std::string Ago(int64_t then_ms, int64_t now_ms) {
 
 std::string StatusFilePath(const config::BufferConfig& cfg) { return cfg.path + "-status.json"; }
 
-std::optional<int> LiveDaemonPid(const config::BufferConfig& cfg) {
-  std::ifstream in(StatusFilePath(cfg));
+namespace {
+
+bool Alive(int pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+bool SamePath(const std::string& a, const std::string& b) {
+  std::error_code ec1, ec2;
+  auto ca = std::filesystem::weakly_canonical(a, ec1);
+  auto cb = std::filesystem::weakly_canonical(b, ec2);
+  return ec1 || ec2 ? a == b : ca == cb;
+}
+
+std::optional<json> ParseStatusFile(const std::string& path) {
+  std::ifstream in(path);
   if (!in) return std::nullopt;
   json file;
   try {
     in >> file;
   } catch (const json::exception&) {
+    return std::nullopt;  // torn or foreign file: treat as absent
+  }
+  if (!file.is_object() || !file.contains("daemon") || !file["daemon"].is_object()) {
     return std::nullopt;
   }
-  int pid = file.is_object() && file.contains("daemon") ? Get<int>(file["daemon"], "pid", 0) : 0;
-  if (pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)) return pid;
+  return file;
+}
+
+}  // namespace
+
+std::string DaemonStatusFilePath(const config::BufferConfig& cfg) {
+  const char* runtime = std::getenv("RUNTIME_DIRECTORY");
+  if (runtime != nullptr && *runtime != '\0') {
+    std::string dir(runtime);
+    dir = dir.substr(0, dir.find(':'));  // several directories are separated by ':'
+    return dir + "/status.json";
+  }
+  return StatusFilePath(cfg);
+}
+
+std::optional<json> ReadStatusFile(const config::BufferConfig& cfg,
+                                   const std::string& runtime_dir) {
+  std::vector<json> found;
+  if (auto f = ParseStatusFile(StatusFilePath(cfg))) found.push_back(std::move(*f));
+  if (auto f = ParseStatusFile(runtime_dir + "/status.json")) {
+    if (SamePath(Get<std::string>((*f)["daemon"], "buffer_path", ""), cfg.path)) {
+      found.push_back(std::move(*f));
+    }
+  }
+  for (const auto& f : found) {
+    if (Alive(Get<int>(f.at("daemon"), "pid", 0))) return f;
+  }
+  if (!found.empty()) return found.front();
+  return std::nullopt;
+}
+
+std::optional<int> LiveDaemonPid(const config::BufferConfig& cfg, const std::string& runtime_dir) {
+  auto file = ReadStatusFile(cfg, runtime_dir);
+  if (!file) return std::nullopt;
+  int pid = Get<int>((*file)["daemon"], "pid", 0);
+  if (Alive(pid)) return pid;
   return std::nullopt;
 }
 
@@ -128,6 +177,7 @@ json DaemonJson(const Snapshot& s) {
             {"version", s.version},
             {"device_id", s.device_id},
             {"config", s.config_path},
+            {"buffer_path", s.buffer_path},
             {"started_unix_ms", s.started_unix_ms},
             {"updated_unix_ms", s.updated_unix_ms},
             {"heartbeats", s.heartbeats},
@@ -163,19 +213,11 @@ Result<json> CollectStatus(const config::Config& cfg, int64_t now_unix_ms) {
   if (stats->max_bytes == 0) stats->max_bytes = cfg.buffer.max_bytes;
   json doc = {{"buffer", ToJson(*stats)}, {"buffer_path", cfg.buffer.path}};
   json daemon = {{"running", false}};
-  std::ifstream in(StatusFilePath(cfg.buffer));
-  json file;
-  if (in) {
-    try {
-      in >> file;
-    } catch (const json::exception&) {
-      file = json();  // torn or foreign file: treat as absent
-    }
-  }
-  if (file.is_object() && file.contains("daemon")) {
+  if (auto found = ReadStatusFile(cfg.buffer)) {
+    json& file = *found;
     daemon = file["daemon"];
     int pid = Get<int>(daemon, "pid", 0);
-    bool alive = pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+    bool alive = Alive(pid);
     int64_t updated = Get<int64_t>(daemon, "updated_unix_ms", 0);
     daemon["running"] = alive;
     daemon["stale"] = alive && now_unix_ms - updated > kStaleAfterMs;

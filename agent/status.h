@@ -35,6 +35,7 @@ struct Snapshot {
   std::string version;
   std::string device_id;
   std::string config_path;
+  std::string buffer_path;
   int64_t started_unix_ms = 0;
   int64_t updated_unix_ms = 0;
   buffer::Stats buffer;
@@ -48,10 +49,21 @@ struct Snapshot {
   std::vector<std::string> last_reload_errors;  // why the last reload was rejected; empty if ok
 };
 
-std::string StatusFilePath(const config::BufferConfig& cfg);
+// Status files live in one of two places. Under systemd (RuntimeDirectory=edgeferry sets
+// $RUNTIME_DIRECTORY) the daemon writes <runtime dir>/status.json, on tmpfs, so that rewriting it
+// every second never touches the SD card; otherwise <buffer path>-status.json.
+inline constexpr const char* kRuntimeDir = "/run/edgeferry";
+std::string StatusFilePath(const config::BufferConfig& cfg);        // the one next to the buffer
+std::string DaemonStatusFilePath(const config::BufferConfig& cfg);  // where this process writes
 
-// The pid of the daemon that writes this buffer's status file, if that process is alive.
-std::optional<int> LiveDaemonPid(const config::BufferConfig& cfg);
+// The status file of the daemon that runs this buffer: next to the buffer, or in `runtime_dir`
+// if that one names the same buffer. Prefers a file whose writer is alive. nullopt if none.
+std::optional<nlohmann::json> ReadStatusFile(const config::BufferConfig& cfg,
+                                             const std::string& runtime_dir = kRuntimeDir);
+
+// The pid of the daemon that runs this buffer, if that process is alive.
+std::optional<int> LiveDaemonPid(const config::BufferConfig& cfg,
+                                 const std::string& runtime_dir = kRuntimeDir);
 
 nlohmann::json ToJson(const buffer::Stats& s);
 nlohmann::json ToJson(const forwarder::Stats& s);

@@ -109,5 +109,29 @@ TEST_CASE("WriteStatusFile replaces the file atomically and LiveDaemonPid finds 
   CHECK(WriteStatusFile((dir / "missing" / "x").string(), s).code() == Status::Code::kIOError);
 }
 
+TEST_CASE("ReadStatusFile: the runtime directory's file counts only for the same buffer") {
+  rig::TempDir dir("edgeferry-status-run");
+  std::filesystem::create_directories(dir / "run");
+  config::BufferConfig cfg;
+  cfg.path = (dir / "buffer.db").string();
+  Snapshot s = Example();
+  s.pid = static_cast<int>(getpid());
+  s.buffer_path = (dir / "." / "buffer.db").string();  // same file, spelled differently
+  REQUIRE(WriteStatusFile((dir / "run" / "status.json").string(), s).ok());
+  auto found = ReadStatusFile(cfg, (dir / "run").string());
+  REQUIRE(found.has_value());
+  CHECK((*found)["daemon"]["device_id"] == "pump-7");
+  CHECK(LiveDaemonPid(cfg, (dir / "run").string()) == std::optional<int>(s.pid));
+
+  config::BufferConfig other;
+  other.path = (dir / "other.db").string();
+  CHECK(!ReadStatusFile(other, (dir / "run").string()).has_value());
+
+  setenv("RUNTIME_DIRECTORY", (dir / "run").c_str(), 1);
+  CHECK(DaemonStatusFilePath(cfg) == (dir / "run" / "status.json").string());
+  unsetenv("RUNTIME_DIRECTORY");
+  CHECK(DaemonStatusFilePath(cfg) == cfg.path + "-status.json");
+}
+
 }  // namespace
 }  // namespace edgeferry::agent
