@@ -27,7 +27,8 @@ struct InputStats {
       0;  // failed reads, failed appends, connection failures; sum of errors_by_reason
   std::map<std::string, uint64_t> errors_by_reason;
   uint64_t reconnects = 0;  // MQTT: successful connects after the first one
-  // MQTT: "connecting", "connected", "disconnected", "stopped". Sensors: "running", "stopped".
+  // MQTT: "connected" (all connections), "degraded" (some), "disconnected" (none), "stopped".
+  // Sensors: "running", "stopped".
   std::string state;
 };
 

@@ -415,3 +415,42 @@ TEST_CASE("mqtt: failover to the next URI when the first broker is down") {
 
 }  // namespace
 }  // namespace edgeferry::sensors
+
+namespace edgeferry::sensors {
+namespace {
+
+TEST_CASE("mqtt: username and password; a wrong password is retried and counted") {
+  rig::TempDir dir;
+  std::string pwfile = (dir / "passwd").string();
+  rig::Process mk({"mosquitto_passwd", "-b", "-c", pwfile, "edgeferry", "s3cret"});
+  REQUIRE(mk.Wait(10s) == std::optional<int>(0));
+  rig::Mosquitto::Options opts;
+  opts.extra_config = "allow_anonymous false\npassword_file " + pwfile + "\n";
+  rig::Mosquitto broker(opts);
+  {
+    FakeSink sink;
+    std::string id = rig::UniqueName("auth");
+    auto cfg = MqttConfig(broker, id, {{"auth/#", 1}});
+    cfg.mqtt->username = "edgeferry";
+    cfg.mqtt->password = "s3cret";
+    auto input = StartInput(cfg, &sink);
+    REQUIRE(broker.WaitSubscribed(id, "auth/#"));
+    REQUIRE(testing::Eventually([&] { return input->Stats().state == "connected"; }));
+    input->Stop();
+  }
+  {
+    FakeSink sink;
+    std::string id = rig::UniqueName("auth-bad");
+    auto cfg = MqttConfig(broker, id, {{"auth/#", 1}});
+    cfg.mqtt->username = "edgeferry";
+    cfg.mqtt->password = "wrong";
+    auto input = StartInput(cfg, &sink);
+    REQUIRE(testing::Eventually([&] { return input->Stats().errors_by_reason["connect"] >= 2; }));
+    CHECK(input->Stats().state == "disconnected");
+    CHECK(broker.SubscriptionCount(id, "auth/#") == 0);
+    input->Stop();
+  }
+}
+
+}  // namespace
+}  // namespace edgeferry::sensors
