@@ -337,6 +337,7 @@ class Buffer::Impl {
   Status InsertGroup(const std::vector<Op*>& group, State* next);
   Status DropOldest(uint64_t need_bytes, uint64_t* dropped);
   Status DeleteUpTo(uint64_t cutoff_seq, std::string_view reason, State* next);
+  Status TrimTo(uint64_t cutoff_seq, std::string_view reason);
   Status Begin(bool force_sync = false);
   Status Commit(State* next);
   void Rollback();
@@ -496,7 +497,7 @@ Status Buffer::Impl::Configure() {
   std::string pragmas =
       "PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-2048;"
       "PRAGMA wal_autocheckpoint=" +
-      std::to_string(std::max<uint64_t>(wal_budget_ / 2 / (kPageSize + 24), 8)) +
+      std::to_string(std::max<uint64_t>(wal_budget_ / 4 / (kPageSize + 24), 8)) +
       "; PRAGMA journal_size_limit=" + std::to_string(wal_budget_) +
       "; PRAGMA max_page_count=" + std::to_string(max_page_count_) + ";";
   if (auto st = sql::Exec(d, pragmas); !st.ok()) return st;
@@ -653,8 +654,9 @@ Status Buffer::Impl::Commit(State* next) {
   next->last_commit_unix_ms = clock_->NowUnixMs();
   committed_ = *next;
   counters_dirty_ = false;
-  // Keep the WAL inside its budget even if a reader held a checkpoint back.
-  if (FileSize(cfg_.path + "-wal") > wal_budget_) {
+  // Keep the WAL inside its budget even if a reader held a checkpoint back: past half the
+  // budget, wait for readers and reset it (room is left for one more group transaction).
+  if (FileSize(cfg_.path + "-wal") > wal_budget_ / 2) {
     (void)sql::Exec(wdb_.get(), "PRAGMA wal_checkpoint(TRUNCATE)");
   }
   return Status::Ok();
@@ -794,6 +796,42 @@ Status Buffer::Impl::DropOldest(uint64_t need_bytes, uint64_t* dropped) {
   return Status::Ok();
 }
 
+// Deletes every record with seq <= cutoff_seq in transactions of at most wal_budget / 8 logical
+// bytes each: deleting a row rewrites its page, so one big delete would put the whole range into
+// the WAL at once and break max_bytes. Each commit checkpoints when the WAL has grown.
+Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason) {
+  static const std::string kScan =
+      std::string("SELECT seq, ") + kRowBytesSql + " FROM records WHERE seq <= ? ORDER BY seq";
+  while (committed_.first_seq != 0 && committed_.first_seq <= cutoff_seq) {
+    if (auto st = Begin(); !st.ok()) return st;
+    uint64_t chunk = 0, acc = 0;
+    auto scan = W(kScan.c_str());
+    if (!scan.ok()) {
+      Rollback();
+      return scan.status();
+    }
+    (*scan)->Bind(1, static_cast<int64_t>(cutoff_seq));
+    while (acc < wal_budget_ / 8 && (*scan)->Step() == SQLITE_ROW) {
+      chunk = (*scan)->Int(0);
+      acc += (*scan)->Int(1);
+    }
+    (*scan)->Reset();
+    if (chunk == 0) {  // nothing at or below the cutoff after all
+      Rollback();
+      return Status::Ok();
+    }
+    State next = committed_;
+    Status st = DeleteUpTo(chunk, reason, &next);
+    if (st.ok()) st = WriteCounters(next);
+    if (st.ok()) st = Commit(&next);
+    if (!st.ok()) {
+      Rollback();
+      return st;
+    }
+  }
+  return Status::Ok();
+}
+
 void Buffer::Impl::RunAppends(std::vector<Op*>& group) {
   uint64_t group_records = 0, group_bytes = 0;
   for (Op* op : group) {
@@ -823,7 +861,10 @@ void Buffer::Impl::RunAppends(std::vector<Op*>& group) {
     bool at_limit = DbAtLimit();
     if (cfg_.when_full == config::WhenFull::kDropOldest && committed_.records > 0) {
       uint64_t dropped = 0;
-      uint64_t need = std::max<uint64_t>(group_bytes * 2, (cfg_.max_bytes - wal_budget_) / 16);
+      // Bounded per transaction (see TrimTo); the loop drops again if that was not enough.
+      uint64_t need = std::min<uint64_t>(
+          std::max<uint64_t>(group_bytes * 2, (cfg_.max_bytes - wal_budget_) / 16),
+          wal_budget_ / 8);
       Status ds = DropOldest(need, &dropped);
       if (ds.ok() && dropped > 0) {
         uint64_t suppressed = 0;
@@ -901,7 +942,7 @@ void Buffer::Impl::RunControl(Op* op) {
           st = (*up)->Run("commit cursor");
         }
       }
-      if (st.ok()) st = DeleteUpTo(next.MinCursor(), "", &next);
+
       break;
     }
     case Op::Kind::kDeadLetter: {
@@ -986,11 +1027,22 @@ void Buffer::Impl::RunControl(Op* op) {
     return Finish(op, st);
   }
   if (op->kind == Op::Kind::kCursor) {
-    // Give space back to the file system once most of the file is free (FORMAT.md, "Space").
+    // Trim what is now delivered (its own bounded transactions: the cursor is already durable,
+    // and a trim lost to a power cut is simply done again by the next cursor commit).
+    if (auto ts = TrimTo(committed_.MinCursor(), ""); !ts.ok()) {
+      uint64_t suppressed = 0;
+      if (log_limit_.Allow("trim", &suppressed))
+        EF_LOG(kWarning, kComponent, "trimming delivered records of {} failed: {}", cfg_.path,
+               ts.ToString());
+    }
+    // Give space back to the file system once most of the file is free, a bounded number of
+    // pages at a time (moving pages writes them to the WAL too).
     auto pc = QueryInt(wdb_.get(), "PRAGMA page_count");
     auto fl = QueryInt(wdb_.get(), "PRAGMA freelist_count");
-    if (pc.ok() && fl.ok() && *fl > 64 && *fl * 2 > *pc)
-      (void)sql::Exec(wdb_.get(), "PRAGMA incremental_vacuum(" + std::to_string(*fl / 2) + ")");
+    if (pc.ok() && fl.ok() && *fl > 64 && *fl * 2 > *pc) {
+      int64_t n = std::min<int64_t>(*fl / 2, static_cast<int64_t>(wal_budget_ / 8 / kPageSize) + 1);
+      (void)sql::Exec(wdb_.get(), "PRAGMA incremental_vacuum(" + std::to_string(n) + ")");
+    }
   }
   Finish(op, Status::Ok(), count);
 }
@@ -1009,14 +1061,7 @@ void Buffer::Impl::Housekeeping() {
       while ((*q)->Step() == SQLITE_ROW && (*q)->Int(1) < cutoff_ms) cutoff_seq = (*q)->Int(0);
       (*q)->Reset();
     }
-    if (cutoff_seq > 0) {
-      State next = committed_;
-      Status st = Begin();
-      if (st.ok()) st = DeleteUpTo(cutoff_seq, kDropMaxAge, &next);
-      if (st.ok()) st = WriteCounters(next);
-      if (st.ok()) st = Commit(&next);
-      if (!st.ok()) Rollback();
-    }
+    if (cutoff_seq > 0) (void)TrimTo(cutoff_seq, kDropMaxAge);
   }
   if (unsynced_ && cfg_.normal_sync_interval_ms > 0 &&
       now - last_sync_ >= std::chrono::milliseconds(cfg_.normal_sync_interval_ms)) {
