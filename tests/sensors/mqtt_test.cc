@@ -7,6 +7,7 @@
 
 #include "sensors/sensors.h"
 #include "tests/rig/rig.h"
+#include "tests/sensors/cut_proxy.h"
 #include "tests/sensors/fake_sink.h"
 #include "tests/sensors/mqtt_publisher.h"
 
@@ -450,6 +451,58 @@ TEST_CASE("mqtt: username and password; a wrong password is retried and counted"
     CHECK(broker.SubscriptionCount(id, "auth/#") == 0);
     input->Stop();
   }
+}
+
+}  // namespace
+}  // namespace edgeferry::sensors
+
+namespace edgeferry::sensors {
+namespace {
+
+void NetworkCutCase(bool blackhole) {
+  rig::Mosquitto broker;
+  testing::CutProxy proxy(broker.port());
+  FakeSink sink;
+  std::string id = rig::UniqueName("cut");
+  auto cfg = MqttConfig(broker, id, {{"cut/#", 1}});
+  cfg.mqtt->uris = {fmt::format("tcp://127.0.0.1:{}", proxy.port())};
+  cfg.mqtt->keep_alive_s = 1;  // a silent partition is found by keepalive
+  auto input = StartInput(cfg, &sink);
+  REQUIRE(broker.WaitSubscribed(id, "cut/#"));
+  REQUIRE(testing::Eventually([&] { return input->Stats().state == "connected"; }));
+  Publisher pub(broker.uri(), rig::UniqueName("pub"));  // straight to the broker
+  REQUIRE(pub.Publish("cut/x", "before", 1));
+  REQUIRE(sink.WaitForCount(1, 20s));
+
+  if (blackhole) {
+    proxy.Blackhole();
+  } else {
+    proxy.Close();
+  }
+  REQUIRE(testing::Eventually([&] { return input->Stats().state == "disconnected"; }, 30s));
+  for (int i = 0; i < 20; ++i) REQUIRE(pub.Publish("cut/x", fmt::format("during-{}", i), 1));
+  proxy.Restore();
+  REQUIRE(sink.WaitForCount(21, 40s));
+  REQUIRE(pub.Publish("cut/x", "after", 1));
+  REQUIRE(sink.WaitForCount(22, 20s));
+  input->Stop();
+  auto recs = sink.records();
+  std::set<std::string> got;
+  for (const auto& r : recs) got.insert(r.payload);
+  CHECK(got.count("before") == 1);
+  CHECK(got.count("after") == 1);
+  for (int i = 0; i < 20; ++i) CHECK(got.count(fmt::format("during-{}", i)) == 1);
+  CHECK(input->Stats().reconnects >= 1);
+  // The broker kept the session through the cut: no second SUBSCRIBE.
+  CHECK(broker.SubscriptionCount(id, "cut/#") == 1);
+}
+
+TEST_CASE("mqtt: network cut (connections reset): reconnect, queued messages arrive") {
+  NetworkCutCase(false);
+}
+
+TEST_CASE("mqtt: silent network partition: keepalive notices, reconnect, nothing lost") {
+  NetworkCutCase(true);
 }
 
 }  // namespace
