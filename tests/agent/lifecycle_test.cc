@@ -105,8 +105,13 @@ TEST_CASE("status: shows the running daemon's backlog, deliveries and input coun
   rig::TempDir dir("edgeferry-status");
   std::string topic = rig::UniqueName("status");
   kafka->CreateTopic(topic);
-  auto config =
-      WriteConfig(dir, SimulatedConfig(dir, kafka->bootstrap(), "status-dev", topic, 50, 1));
+  json cfg = SimulatedConfig(dir, kafka->bootstrap(), "status-dev", topic, 50, 1);
+  // A second input whose broker is not there: it keeps retrying, the agent runs on.
+  cfg["inputs"].push_back({{"name", "plant"},
+                           {"type", "mqtt"},
+                           {"uris", {"tcp://127.0.0.1:" + std::to_string(rig::FreeLoopbackPort())}},
+                           {"subscriptions", {{{"filter", "plant/#"}}}}});
+  auto config = WriteConfig(dir, cfg);
 
   Daemon agent(dir, config);
   REQUIRE_MESSAGE(kafka->ReadAll(topic, 50, 60s).size() >= 50, agent.Log());
@@ -129,7 +134,10 @@ TEST_CASE("status: shows the running daemon's backlog, deliveries and input coun
   CHECK(doc["buffer"]["drops"].is_object());
   CHECK(doc["buffer"]["dead_letters"].is_object());
   CHECK(doc["kafka"]["last_delivery_unix_ms"].get<int64_t>() > 0);
-  REQUIRE(doc["inputs"].size() == 1);
+  REQUIRE(doc["inputs"].size() == 2);
+  CHECK(doc["inputs"][1]["name"] == "plant");
+  CHECK(doc["inputs"][1]["state"] != "connected");
+  CHECK(doc["inputs"][1]["accepted"] == 0);
   CHECK(doc["inputs"][0]["name"] == "sim");
   CHECK(doc["inputs"][0]["state"] == "running");
   CHECK(doc["inputs"][0]["accepted"].get<uint64_t>() >= 50);
