@@ -2,6 +2,7 @@
 // tests/rig/fetch-kafka resolves from Maven Central; admin, metadata and read-back through
 // librdkafka.
 #include <librdkafka/rdkafka.h>
+#include <pwd.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -109,7 +110,6 @@ std::string Env(const char* name) {
   return v == nullptr ? std::string() : std::string(v);
 }
 
-
 // `java <flags> -Dlog4j2... -Dkafka.logs.dir=<log_dir> -cp <jars>/* <main> <args...>`
 std::vector<std::string> JavaCommand(const fs::path& log_dir, const std::string& main_class,
                                      const std::vector<std::string>& args) {
@@ -140,7 +140,14 @@ fs::path KafkaJars() {
     cache = Env("EDGEFERRY_KAFKA_CACHE");
   } else {
     std::string base = Env("XDG_CACHE_HOME");
-    if (base.empty()) base = Env("HOME") + "/.cache";
+    if (base.empty()) {
+      std::string home = Env("HOME");
+      if (home.empty()) {
+        // Same fallback as fetch-kafka when a CI runner leaves HOME unset.
+        if (const passwd* pw = ::getpwuid(::getuid()); pw != nullptr) home = pw->pw_dir;
+      }
+      base = home + "/.cache";
+    }
     cache = fs::path(base) / "edgeferry" / (std::string("kafka-") + kKafkaVersion);
   }
   if (fs::exists(cache / (std::string(".complete-") + kKafkaVersion))) return cache;
