@@ -200,6 +200,7 @@ class Forwarder::Impl {
   }
 
   void DestroyProducer() {
+    routes_.clear();  // their cached topic handles go with topics_
     topics_.clear();  // topic handles hold references on rk
     rk_.reset();
     completions_.clear();
@@ -351,11 +352,15 @@ class Forwarder::Impl {
     return rkt;
   }
 
+  // Where an input's records go when they carry no topic/key of their own. Cached per input;
+  // the topic handle belongs to the current producer (cleared with it).
   struct Route {
     std::string topic;
     std::string key;
+    bool topic_valid = false;
+    rd_kafka_topic_t* rkt = nullptr;  // owned by topics_
   };
-  const Route& DefaultRoute(const std::string& input) {
+  Route& DefaultRoute(const std::string& input) {
     auto it = routes_.find(input);
     if (it != routes_.end()) return it->second;
     Route r;
@@ -364,17 +369,18 @@ class Forwarder::Impl {
                   ? t->second
                   : ExpandTemplate(cfg_.topic_template, opts_.device_id, input, "");
     r.key = ExpandTemplate(cfg_.key_template, opts_.device_id, input, "");
+    r.topic_valid = IsValidTopicName(r.topic);
     return routes_.emplace(input, std::move(r)).first->second;
   }
 
   Outcome Produce(const StoredRecord& sr) {
     const Record& r = sr.record;
-    const Route& def = DefaultRoute(r.source);
+    Route& def = DefaultRoute(r.source);
     const std::string& topic = r.topic.empty() ? def.topic : r.topic;
     std::string key_buf;
     const std::string* key = &r.key;
     if (r.key.empty()) {
-      if (cfg_.key_template.find("{topic}") != std::string::npos) {
+      if (key_uses_topic_) {
         key_buf = ExpandTemplate(cfg_.key_template, opts_.device_id, r.source, r.topic);
         key = &key_buf;
       } else {
@@ -384,10 +390,15 @@ class Forwarder::Impl {
     bool resend = sr.seq <= tracker_.highest();
     if (!tracker_.OnSent(sr.seq)) return Outcome::kDone;  // already delivered or below cursor
 
-    if (!IsValidTopicName(topic)) {
+    bool valid = r.topic.empty() ? def.topic_valid : IsValidTopicName(r.topic);
+    if (!valid) {
       return DeadLetterNow(sr, fmt::format("invalid Kafka topic name \"{}\"", topic));
     }
-    rd_kafka_topic_t* rkt = TopicHandle(topic);
+    rd_kafka_topic_t* rkt = r.topic.empty() ? def.rkt : nullptr;
+    if (rkt == nullptr) {
+      rkt = TopicHandle(topic);
+      if (r.topic.empty()) def.rkt = rkt;
+    }
     if (rkt == nullptr) {
       return DeadLetterNow(
           sr, fmt::format("topic \"{}\": {}", topic, rd_kafka_err2str(rd_kafka_last_error())));
@@ -601,7 +612,8 @@ class Forwarder::Impl {
         continue;
       }
       if (read_pos_ < tracker_.highest()) tracker_.ForgetMissing(read_pos_, sr.seq);
-      if (sr.seq <= tracker_.cursor() || tracker_.IsDelivered(sr.seq)) {
+      if (sr.seq <= tracker_.highest() &&
+          (sr.seq <= tracker_.cursor() || tracker_.IsDelivered(sr.seq))) {
         read_pos_ = sr.seq;
         ++batch_pos_;
         continue;
@@ -667,6 +679,7 @@ class Forwarder::Impl {
   KafkaPtr rk_;
   std::unordered_map<std::string, KafkaTopicPtr> topics_;
   std::unordered_map<std::string, Route> routes_;
+  const bool key_uses_topic_ = cfg_.key_template.find("{topic}") != std::string::npos;
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   std::vector<Completion> completions_;
