@@ -282,13 +282,18 @@ TEST_CASE(
     // A forwarder that reads and commits, and a status reader: both hold read snapshots that
     // can hold checkpoints back.
     std::thread forwarder([&] {
-      uint64_t after = 0;
+      uint64_t after = 0, unacked = 0;
       while (!stop) {
         auto r = b->ReadAfter(after, 500, SIZE_MAX);
         if (r.ok() && !r->empty()) {
           after = r->back().seq;
-          // Commits rarely: a slow consumer, so the buffer fills and drops the oldest.
-          if (reads++ % 50 == 0) (void)b->CommitCursor(kForwarderCursor, after);
+          reads++;
+          // A slow consumer: commits after reading more than the buffer holds, so the buffer
+          // fills and drops the oldest, and each commit trims a large range.
+          if ((unacked += r->size()) >= 12000) {
+            (void)b->CommitCursor(kForwarderCursor, after);
+            unacked = 0;
+          }
         }
       }
     });
