@@ -645,7 +645,11 @@ class Forwarder::Impl {
 
   void Shutdown() {
     auto deadline = clock_->Now() + std::chrono::milliseconds(grace_ms_.load());
-    while (rk_ && inflight_records_ > 0 && !fatal_ && clock_->Now() < deadline) {
+    // Also bounded by a number of 10 ms polls, so that a clock that does not move (FakeClock in
+    // an agent test) cannot turn the grace into a hang.
+    int64_t polls_left = grace_ms_.load() / 10 + 1;
+    while (rk_ && inflight_records_ > 0 && !fatal_ && clock_->Now() < deadline &&
+           polls_left-- > 0) {
       ticks_.fetch_add(1, std::memory_order_relaxed);
       Poll(10);
     }
