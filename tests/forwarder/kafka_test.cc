@@ -278,7 +278,7 @@ TEST_CASE("kafka: the broker's log shows the configured codec (zstd, lz4)") {
   }
 }
 
-TEST_CASE("kafka: a record over the topic's max.message.bytes is dead-lettered; the rest arrive") {
+TEST_CASE("kafka: a record over the topic's max.message.bytes is dead-lettered - the rest arrive") {
   auto kafka = rig::KafkaCluster::Shared();
   std::string topic = rig::UniqueName("fwd-toolarge");
   kafka->CreateTopic(topic, 1, 0, {{"max.message.bytes", "4000"}});

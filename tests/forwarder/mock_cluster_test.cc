@@ -83,6 +83,7 @@ config::KafkaConfig MockConfig(const MockCluster& mc) {
   c.cursor_commit_interval_ms = 20;
   c.shutdown_grace_ms = 5000;
   c.properties["retry.backoff.ms"] = "20";
+  c.properties["reconnect.backoff.max.ms"] = "500";  // reconnect soon after brokers come back
   c.properties["log_level"] = "3";
   return c;
 }
@@ -122,7 +123,7 @@ void RequireNoLoss(const MockCluster& mc, const std::set<uint64_t>& expected,
   if (dups != nullptr) *dups = check.duplicates;
 }
 
-TEST_CASE("mock: records arrive with key, timestamp, headers; cursor committed; stop is clean") {
+TEST_CASE("mock: records arrive with key, timestamp, headers - cursor committed - stop is clean") {
   MockCluster mc(3);
   mc.CreateTopic(kTopic, 4);
   MemorySource src;
@@ -182,7 +183,7 @@ TEST_CASE("mock: NOT_LEADER_FOR_PARTITION and REQUEST_TIMED_OUT on produce lose 
   MESSAGE("duplicates after injected errors: " << dups);
 }
 
-TEST_CASE("mock: a record larger than message.max.bytes is dead-lettered; the stream continues") {
+TEST_CASE("mock: a record larger than message.max.bytes is dead-lettered - the stream continues") {
   MockCluster mc(1);
   mc.CreateTopic(kTopic, 2);
   MemorySource src;
@@ -274,7 +275,7 @@ TEST_CASE("mock: all brokers down, records keep coming, brokers up: every record
   RequireNoLoss(mc, expected);
 }
 
-TEST_CASE("mock: a fatal idempotent-producer error recreates the producer; nothing is lost") {
+TEST_CASE("mock: a fatal idempotent-producer error recreates the producer - nothing is lost") {
   MockCluster mc(3);
   mc.CreateTopic(kTopic, 4);
   MemorySource src;
@@ -388,7 +389,7 @@ TEST_CASE("mock: records trimmed from the source while undelivered do not stall 
 namespace edgeferry::forwarder {
 namespace {
 
-TEST_CASE("mock: a long outage recreates the producer every few failed rounds; nothing is lost") {
+TEST_CASE("mock: a long outage recreates the producer every few failed rounds - nothing is lost") {
   MockCluster mc(1);
   mc.CreateTopic(kTopic, 2);
   MemorySource src;
@@ -403,10 +404,10 @@ TEST_CASE("mock: a long outage recreates the producer every few failed rounds; n
   auto more = Append(src, 300);
   expected.insert(more.begin(), more.end());
   // Five failed rounds in a row: a fresh producer (librdkafka 2.0.2 can stay stuck on metadata).
-  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().producer_restarts >= 1; }, 30s));
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().producer_restarts >= 1; }, 60s));
   CHECK(src.cursor() == 100);
   mc.SetAllBrokersDown(false);
-  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 60s));
   fwd->Stop(5s);
   CHECK(src.dead_letters().empty());
   RequireNoLoss(mc, expected);

@@ -42,7 +42,7 @@ TEST_CASE("cursor tracker: out-of-order completions move the cursor only over a 
   CHECK(t.in_flight() == 0);
 }
 
-TEST_CASE("cursor tracker: a failed record holds the cursor; delivered neighbours are skipped") {
+TEST_CASE("cursor tracker: a failed record holds the cursor - delivered neighbours are skipped") {
   CursorTracker t(0);
   for (uint64_t s = 1; s <= 4; ++s) REQUIRE(t.OnSent(s));
   t.OnFailed(2);
