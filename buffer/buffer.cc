@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -314,6 +315,9 @@ class Buffer::Impl {
   std::condition_variable data_cv_;  // WaitForRecordsAfter
   std::deque<Op*> queue_;
   bool stopping_ = false;
+  // CancelBlockedAppends: appends that do not fit fail at once (Aborted) instead of waiting.
+  // Written under mu_, read by the writer without it in RunAppends (hence atomic).
+  std::atomic<bool> cancel_blocked_{false};
   State shared_;
 
   // The read connection (guarded by rmu_).
@@ -877,6 +881,24 @@ void Buffer::Impl::RunAppends(std::vector<Op*>& group) {
         continue;
       }
     }
+    if (cfg_.when_full == config::WhenFull::kBlock && cancel_blocked_) {
+      // CancelBlockedAppends: refuse instead of waiting. Nothing of the group was stored (the
+      // transaction was rolled back), so the callers must not acknowledge upstream.
+      blocked_ = true;
+      last_full_attempt_ = clock_->Now();
+      if (group.size() > 1) {
+        // One by one, so that an append that fits alone is still stored.
+        for (Op* op : group) {
+          std::vector<Op*> one{op};
+          RunAppends(one);
+        }
+        return;
+      }
+      for (Op* op : group)
+        Finish(op, Status::Aborted("buffer " + cfg_.path +
+                                   " full: waiting append cancelled (stopping); nothing stored"));
+      return;
+    }
     if (cfg_.when_full == config::WhenFull::kBlock) {
       // Appenders wait; RunAppends is retried when space may have been freed (see WriterLoop).
       uint64_t suppressed = 0;
@@ -1080,7 +1102,7 @@ void Buffer::Impl::Housekeeping() {
 bool Buffer::Impl::Runnable() const {
   for (const Op* op : queue_) {
     if (op->kind != Op::Kind::kAppend) return true;
-    if (!blocked_ || space_changed_ || stopping_) return true;
+    if (!blocked_ || space_changed_ || stopping_ || cancel_blocked_) return true;
     break;
   }
   return stopping_;
@@ -1129,7 +1151,7 @@ void Buffer::Impl::WriterLoop() {
         }
       }
     }
-    bool retry = !blocked_ || space_changed_ || stopping_ ||
+    bool retry = !blocked_ || space_changed_ || stopping_ || cancel_blocked_ ||
                  now - last_full_attempt_ >= std::chrono::milliseconds(200);
     // Takes appends from the front of the queue into the group, up to the group bounds. Stops at
     // a control op (one that arrived while lingering): it runs in the next round, in order.
@@ -1231,6 +1253,19 @@ Result<std::unique_ptr<Buffer>> Buffer::Open(const config::BufferConfig& cfg, Cl
 Buffer::Buffer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Buffer::~Buffer() { impl_->Stop(); }
 
+void Buffer::CancelBlockedAppends() {
+  {
+    std::lock_guard lk(impl_->mu_);
+    impl_->cancel_blocked_ = true;
+  }
+  impl_->work_cv_.notify_all();
+}
+
+void Buffer::AllowBlockedAppends() {
+  std::lock_guard lk(impl_->mu_);
+  impl_->cancel_blocked_ = false;
+}
+
 Status Buffer::Append(std::vector<Record> records) {
   if (records.empty()) return Status::Ok();
   Impl::Op op;
@@ -1248,7 +1283,7 @@ Result<std::vector<StoredRecord>> Buffer::ReadAfter(uint64_t after_seq, size_t m
   if (!st.ok()) return st.status();
   sql::Stmt* s = *st;
   s->Bind(1, static_cast<int64_t>(std::min<uint64_t>(after_seq, INT64_MAX)));
-  s->Bind(2, static_cast<int64_t>(std::min<size_t>(max_records, INT64_MAX)));
+  s->Bind(2, static_cast<int64_t>(std::min<uint64_t>(max_records, INT64_MAX)));
   size_t bytes = 0;
   int rc;
   while ((rc = s->Step()) == SQLITE_ROW) {
@@ -1321,7 +1356,7 @@ Result<std::vector<DeadLetterEntry>> Buffer::ListDeadLetters(size_t limit) {
       "FROM dead_letters ORDER BY id LIMIT ?");
   if (!st.ok()) return st.status();
   sql::Stmt* s = *st;
-  s->Bind(1, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  s->Bind(1, static_cast<int64_t>(std::min<uint64_t>(limit, INT64_MAX)));
   int rc;
   while ((rc = s->Step()) == SQLITE_ROW) {
     DeadLetterEntry e;

@@ -69,7 +69,7 @@ config::SensorInputConfig Cfg(const Tree& t) {
   return c;
 }
 
-TEST_CASE("hwmon: channels with labels and units; a broken file fails only its sensor") {
+TEST_CASE("hwmon: channels with labels and units, a broken file fails only its sensor") {
   Tree t;
   t.Write("class/hwmon/hwmon0/name", "coretemp\n");
   t.Write("class/hwmon/hwmon0/temp1_input", "45500\n");
@@ -123,7 +123,7 @@ TEST_CASE("hwmon and thermal: a missing tree is one failure, not a crash") {
   CHECK(th.reasons == std::map<std::string, int>{{"missing", 1}});
 }
 
-TEST_CASE("thermal zones in millidegrees; missing temp file counted") {
+TEST_CASE("thermal zones in millidegrees, missing temp file counted") {
   Tree t;
   t.Write("class/thermal/thermal_zone0/type", "cpu-thermal\n");
   t.Write("class/thermal/thermal_zone0/temp", "48312\n");
@@ -175,7 +175,7 @@ TEST_CASE("iio: (raw + offset) * scale with channel and shared attributes") {
   CHECK(r.failures.at(0).sensor == "ads1015/voltage2");
 }
 
-TEST_CASE("w1: DS18B20 via temperature or w1_slave; CRC failure and garbage counted") {
+TEST_CASE("w1: DS18B20 via temperature or w1_slave, CRC failure and garbage counted") {
   Tree t;
   const std::string d = "bus/w1/devices/";
   t.Write(d + "28-000001/temperature", "21562\n");

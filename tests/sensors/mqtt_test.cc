@@ -265,7 +265,7 @@ int PublishLines(const rig::Mosquitto& broker, const std::string& topic, int fir
   return p.Wait(30s).value_or(-1);
 }
 
-TEST_CASE("mqtt: a failing or blocked buffer holds messages back; none is lost or doubled") {
+TEST_CASE("mqtt: a failing or blocked buffer holds messages back, none is lost or doubled") {
   rig::Mosquitto broker;
   FakeSink sink;
   std::string id = rig::UniqueName("in");
@@ -420,7 +420,7 @@ TEST_CASE("mqtt: failover to the next URI when the first broker is down") {
 namespace edgeferry::sensors {
 namespace {
 
-TEST_CASE("mqtt: username and password; a wrong password is retried and counted") {
+TEST_CASE("mqtt: username and password, a wrong password is retried and counted") {
   rig::TempDir dir;
   std::string pwfile = (dir / "passwd").string();
   rig::Process mk({"mosquitto_passwd", "-b", "-c", pwfile, "edgeferry", "s3cret"});

@@ -12,7 +12,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::Eventually;
 
-TEST_CASE("a hung read does not delay other sensors; it is counted as a timeout") {
+TEST_CASE("a hung read does not delay other sensors, it is counted as a timeout") {
   // Real clock: the point is wall-clock isolation. 1 worker so that without the replacement
   // worker the second task could not run at all.
   SensorScheduler sched(SystemClock(), 1);

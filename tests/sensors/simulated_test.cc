@@ -104,7 +104,7 @@ TEST_CASE("simulated input at a real high rate keeps up and Stop leaves no parti
   CHECK(n % 10 == 0);  // every tick appends all sensors together
 }
 
-TEST_CASE("a failing sink is counted as an error by reason; the input keeps polling") {
+TEST_CASE("a failing sink is counted as an error by reason, the input keeps polling") {
   FakeClock clock;
   FakeSink sink;
   sink.FailWith(Status::Full("buffer full"));
