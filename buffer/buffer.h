@@ -91,8 +91,18 @@ class Buffer final : public RecordSink, public RecordSource {
   // RecordSink. Returns once the records are committed at cfg.sync durability (see FORMAT.md).
   // Records of one call get consecutive seqs, in order, in one transaction. Errors: Full
   // (when_full=drop_newest, or too large for the buffer), Unavailable (when_full=block and
-  // block_timeout_ms passed), Aborted (closing), IOError (disk trouble; nothing was stored).
+  // block_timeout_ms passed), Aborted (closing, or did not fit after CancelBlockedAppends),
+  // IOError (disk trouble; nothing was stored).
   Status Append(std::vector<Record> records) override;
+
+  // For a prompt shutdown under when_full=block (block_timeout_ms 0 waits for ever): from this
+  // call until AllowBlockedAppends, an Append that does not fit returns Aborted at once instead
+  // of waiting, and so does every Append waiting for space now. Such a call stored nothing (its
+  // caller must not acknowledge upstream). Appends that fit are stored as usual. Idempotent;
+  // no effect on the other when_full modes. The agent calls it before stopping its inputs.
+  void CancelBlockedAppends();
+  // Ends CancelBlockedAppends: appends that do not fit wait again (e.g. after a reload).
+  void AllowBlockedAppends();
 
   // RecordSource.
   Result<std::vector<StoredRecord>> ReadAfter(uint64_t after_seq, size_t max_records,
