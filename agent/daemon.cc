@@ -191,6 +191,10 @@ class Daemon {
   // Returns false when neither the new nor the old config could start a pipeline: the daemon
   // then exits 1 and systemd restarts it.
   bool Reload();
+  // Reload's teardown waits for appends in progress, which under when_full=block wait for space.
+  // While it runs, this watches for SIGTERM/SIGINT; on one it cancels those appends and sets
+  // stop_requested_, so that a stop signal during a stuck reload still stops the daemon.
+  void StopPipelineForReload(const sigset_t& signals);
   void Tick(bool force_status_line);
   Snapshot TakeSnapshot();
   void ServeCliRequest();
@@ -207,6 +211,8 @@ class Daemon {
   int64_t last_reload_ms_ = 0;
   std::vector<std::string> last_reload_errors_;
   bool faults_enabled_ = false;
+  bool stop_requested_ = false;  // a stop signal arrived during a reload
+  sigset_t signals_{};
 
   std::unique_ptr<buffer::Buffer> buffer_;
   std::unique_ptr<FaultableSource> source_;
@@ -454,8 +460,8 @@ bool Daemon::Reload() {
   }
 
   config::Config previous = cfg_;
-  StopExtras();
-  StopPipeline(std::chrono::milliseconds(cfg_.kafka.shutdown_grace_ms), /*drain=*/false);
+  StopPipelineForReload(signals_);
+  if (stop_requested_) return true;  // the main loop stops; no new pipeline
   cfg_ = std::move(next);
   LogLevel level;
   if (ParseLogLevel(cfg_.log_level, &level)) SetLogLevel(level);
@@ -474,6 +480,39 @@ bool Daemon::Reload() {
   notifier_.Ready();
   EF_LOG(kInfo, "agent", "reload done: {} input(s)", inputs_.size());
   return true;
+}
+
+void Daemon::StopPipelineForReload(const sigset_t& signals) {
+  // Not cancelling blocked appends up front, on purpose: an MQTT input whose Append fails while
+  // stopping parks Paho's only receive thread for the process lifetime (sensors/README.md), so
+  // the new pipeline's MQTT inputs would receive nothing. A reload therefore waits for space,
+  // unless a stop signal comes in meanwhile.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  for (int s : {SIGTERM, SIGINT})
+    if (sigismember(&signals, s) == 1) sigaddset(&stop_signals, s);
+  std::atomic<bool> done{false};
+  std::atomic<bool> stop{false};
+  buffer::Buffer* buf = buffer_.get();
+  std::thread watcher([&] {
+    // Signals are blocked in every thread, so sigtimedwait here takes a pending one.
+    while (!done.load()) {
+      timespec ts{0, 50'000'000};
+      int sig = sigtimedwait(&stop_signals, nullptr, &ts);
+      if (sig == SIGTERM || sig == SIGINT) {
+        EF_LOG(kInfo, "agent", "{} during reload: cancelling appends waiting for buffer space",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        stop = true;
+        if (buf) buf->CancelBlockedAppends();
+        return;
+      }
+    }
+  });
+  StopExtras();
+  StopPipeline(std::chrono::milliseconds(cfg_.kafka.shutdown_grace_ms), /*drain=*/false);
+  done = true;
+  watcher.join();
+  stop_requested_ = stop.load();
 }
 
 void Daemon::ServeCliRequest() {
@@ -499,6 +538,7 @@ void Daemon::ServeCliRequest() {
 
 int Daemon::Run(const sigset_t& signals) {
   started_ms_ = clock_->NowUnixMs();
+  signals_ = signals;
   config::LoadResult lr = config::LoadFile(config_path_);
   if (lr.errors.empty()) lr.errors = ValidateComponents(*lr.config);
   if (!lr.errors.empty()) {
@@ -559,6 +599,8 @@ int Daemon::Run(const sigset_t& signals) {
         if (!Reload()) {
           stop = true;
           exit_code = kExitFailure;
+        } else if (stop_requested_) {
+          stop = true;
         }
         break;
       case SIGUSR1:
@@ -582,6 +624,11 @@ int Daemon::Run(const sigset_t& signals) {
 
   notifier_.Stopping();
   notifier_.Status("stopping: delivering what is in flight");
+  // Before the inputs stop: their Stop waits for an Append in progress, which under
+  // when_full=block (block_timeout_ms 0: for ever) waits for space that a Kafka outage never
+  // frees. Cancelled appends stored nothing and their callers do not acknowledge them (an MQTT
+  // message stays at the broker and is redelivered); appends that fit are still stored.
+  buffer_->CancelBlockedAppends();
   StopPipeline(std::chrono::milliseconds(cfg_.kafka.shutdown_grace_ms), /*drain=*/true);
   StopExtras();
   buffer::Stats final_stats = buffer_->GetStats();

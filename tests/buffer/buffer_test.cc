@@ -395,6 +395,90 @@ TEST_CASE("when_full=block: appenders wait until space is freed, or until block_
   CHECK(after.front().seq == all.back().seq + 1);
 }
 
+TEST_CASE("when_full=block: CancelBlockedAppends fails waiting appends at once, storing nothing") {
+  TempDir dir;
+  auto cfg = Cfg(dir);
+  cfg.max_bytes = 1 << 20;
+  cfg.when_full = config::WhenFull::kBlock;
+  cfg.block_timeout_ms = 200;  // only to fill the buffer without hanging this thread
+  auto b = MustOpen(cfg);
+  Status st;
+  for (int i = 0; i < 1000 && (st = b->Append(Batch(100, "f", 100))).ok(); ++i) {
+  }
+  REQUIRE(st.code() == Status::Code::kUnavailable);
+  b.reset();
+  cfg.block_timeout_ms = 0;  // wait for ever
+  b = MustOpen(cfg);
+  const auto full = b->GetStats();
+  REQUIRE(full.records > 0);
+
+  // Three appenders wait for space (one group, then the rest queued behind it).
+  constexpr int kAppenders = 3;
+  std::atomic<int> done{0};
+  std::vector<Status> results(kAppenders);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kAppenders; ++t)
+    threads.emplace_back([&, t] {
+      results[t] = b->Append(Batch(100, "late" + std::to_string(t) + "-", 100));
+      ++done;
+    });
+  CHECK_FALSE(WaitFor([&] { return done.load() > 0; }, std::chrono::milliseconds(300)));
+  auto t0 = std::chrono::steady_clock::now();
+  b->CancelBlockedAppends();
+  CHECK(WaitFor([&] { return done.load() == kAppenders; }, std::chrono::seconds(2)));
+  for (auto& t : threads) t.join();
+  // Without WaitFor's scaling: the appenders are back well within a shutdown grace period.
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  for (const auto& r : results) {
+    CHECK(r.code() == Status::Code::kAborted);
+    CHECK(r.message().find("cancelled") != std::string::npos);
+  }
+  // Nothing of theirs was stored; nothing accepted was lost; no seq was spent.
+  auto after = b->GetStats();
+  CHECK(after.records == full.records);
+  CHECK(after.last_seq == full.last_seq);
+  CHECK(after.appended_total == full.appended_total);
+  CHECK(after.drops.empty());
+  auto held = ReadAll(*b);
+  REQUIRE(held.size() == full.records);
+  for (const auto& r : held) CHECK(r.record.payload.rfind("late", 0) != 0);
+
+  // Later appends that do not fit fail at once too (this call would otherwise never return).
+  CHECK(b->Append(Batch(100, "later", 100)).code() == Status::Code::kAborted);
+  CHECK(b->GetStats().last_seq == full.last_seq);
+
+  // Appends that fit are unaffected.
+  REQUIRE(b->CommitCursor(kForwarderCursor, held.back().seq).ok());
+  REQUIRE(WaitFor([&] { return b->GetStats().records == 0; }));
+  REQUIRE(b->Append(Batch(100, "fits", 100)).ok());
+  auto fits = ReadAll(*b, held.back().seq);
+  REQUIRE(fits.size() == 100);
+  CHECK(fits.front().record.payload.substr(0, 5) == "fits0");
+  CHECK(fits.front().seq == full.last_seq + 1);
+
+  // AllowBlockedAppends: a full buffer makes appenders wait again, until space is freed.
+  Status fill;
+  int n = 0;
+  std::atomic<bool> waiting_done{false};
+  for (; n < 1000 && (fill = b->Append(Batch(100, "g", 100))).ok(); ++n) {
+  }
+  REQUIRE(fill.code() == Status::Code::kAborted);  // still cancelled: full again
+  b->AllowBlockedAppends();
+  Status waited;
+  std::thread w([&] {
+    waited = b->Append(Batch(100, "waits", 100));
+    waiting_done = true;
+  });
+  CHECK_FALSE(WaitFor([&] { return waiting_done.load(); }, std::chrono::milliseconds(300)));
+  REQUIRE(b->CommitCursor(kForwarderCursor, b->LastSeq()).ok());
+  CHECK(WaitFor([&] { return waiting_done.load(); }));
+  w.join();
+  CHECK(waited.ok());
+  auto last = ReadAll(*b, b->LastSeq() - 100);
+  REQUIRE(last.size() == 100);
+  CHECK(last.front().record.payload.substr(0, 6) == "waits0");
+}
+
 TEST_CASE("max_age drops records older than max_age_s (FakeClock), counted as max_age") {
   TempDir dir;
   FakeClock clock;
