@@ -23,7 +23,7 @@ using nlohmann::json;
 CommandResult RunEdgeferry(const std::vector<std::string>& args, const Env& env,
                            std::chrono::milliseconds timeout) {
   rig::TempDir dir("edgeferry-cli");
-  std::vector<std::string> argv = {rig::EdgeferryBinary()};
+  std::vector<std::string> argv = rig::EdgeferryCommand();
   argv.insert(argv.end(), args.begin(), args.end());
   rig::Process::Options o;
   o.env = env;
@@ -66,7 +66,9 @@ Daemon::Daemon(const rig::TempDir& dir, const fs::path& config, const Env& env)
   if (!o.env.count("NOTIFY_SOCKET")) o.env["NOTIFY_SOCKET"] = std::nullopt;
   if (!o.env.count("WATCHDOG_USEC")) o.env["WATCHDOG_USEC"] = std::nullopt;
   o.stdout_path = log_;
-  process_ = rig::Process({rig::EdgeferryBinary(), "run", "-c", config.string()}, o);
+  std::vector<std::string> argv = rig::EdgeferryCommand();
+  argv.insert(argv.end(), {"run", "-c", config.string()});
+  process_ = rig::Process(argv, o);
 }
 
 std::optional<int> Daemon::Terminate(std::chrono::milliseconds timeout) {

@@ -334,6 +334,18 @@ pid_t Process::Release() {
 // Paths
 
 std::string EdgeferryBinary() { return EDGEFERRY_RIG_AGENT_BINARY; }
+
+std::vector<std::string> EdgeferryCommand() {
+  std::vector<std::string> argv;
+  std::string_view emulator = EDGEFERRY_RIG_EMULATOR;
+  while (!emulator.empty()) {
+    size_t bar = emulator.find('|');
+    argv.emplace_back(emulator.substr(0, bar));
+    emulator = bar == std::string_view::npos ? std::string_view() : emulator.substr(bar + 1);
+  }
+  argv.push_back(EdgeferryBinary());
+  return argv;
+}
 fs::path SourceDir() { return EDGEFERRY_RIG_SOURCE_DIR; }
 
 // ---------------------------------------------------------------------------------------------

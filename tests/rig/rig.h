@@ -160,6 +160,9 @@ void NoteDetachable(const std::string& line);
 // Absolute path of the built agent binary ($<TARGET_FILE:edgeferry>). The rig does not depend
 // on the agent target: a test that runs the binary adds add_dependencies(<test> edgeferry).
 std::string EdgeferryBinary();
+// The command that runs the agent: EdgeferryBinary(), behind the target emulator in a cross
+// build (e.g. {"qemu-aarch64-static", "-L", SYSROOT, BINARY}). Tests start the agent with this.
+std::vector<std::string> EdgeferryCommand();
 // Source tree root (for config/examples etc.).
 std::filesystem::path SourceDir();
 
