@@ -164,6 +164,19 @@ std::string RenderMetrics(const Snapshot& s, int64_t now_ms) {
            static_cast<double>(k.last_delivery_unix_ms) / 1000.0);
   w.Family("edgeferry_kafka_cursor", "gauge", "Every buffer seq up to this one is delivered.");
   w.Sample("edgeferry_kafka_cursor", D(k.cursor));
+  // Histogram (cumulative `le` buckets, +Inf, _sum, _count) from the forwarder's fixed buckets.
+  w.Family("edgeferry_delivery_latency_seconds", "histogram",
+           "Time from a record's acceptance by the buffer to its successful delivery report.");
+  const auto& h = k.delivery_latency;
+  for (size_t i = 0; i < forwarder::LatencyHistogram::kBoundsMs.size(); ++i) {
+    w.Sample(
+        "edgeferry_delivery_latency_seconds_bucket", D(h.Cumulative(i)),
+        L("le", fmt::format("{}", static_cast<double>(forwarder::LatencyHistogram::kBoundsMs[i]) /
+                                      1000.0)));
+  }
+  w.Sample("edgeferry_delivery_latency_seconds_bucket", D(h.count), L("le", "+Inf"));
+  w.Sample("edgeferry_delivery_latency_seconds_sum", static_cast<double>(h.sum_ms) / 1000.0);
+  w.Sample("edgeferry_delivery_latency_seconds_count", D(h.count));
 
   w.Family("edgeferry_watchdog_healthy", "gauge",
            "1 while every main loop makes progress (the systemd watchdog is petted).");

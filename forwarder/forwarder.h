@@ -5,7 +5,9 @@
 // was moved to the dead-letter table. A failed delivery (broker down, timeout, leader change,
 // message.timeout.ms expiry, fatal idempotent-producer error) never drops a record: the forwarder
 // stops sending, backs off, and re-reads from its tracked position. Delivery is at-least-once;
-// duplicates can only come from the in-flight window (max_inflight_records).
+// duplicates can only come from the in-flight window: the records sent above the last DURABLY
+// committed cursor, at most max_inflight_records (a record stays in the window from produce until
+// a cursor covering it is committed, so a crash can resend at most that many).
 //
 // Every record sent carries these headers, after the record's own ones, so that a consumer can
 // drop duplicates:
@@ -17,6 +19,7 @@
 // so delivery reports run on it. GetStats() and ProgressTicks() may be called from any thread.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -39,6 +42,26 @@ inline constexpr const char* kHeaderDevice = "ef.device";
 inline constexpr const char* kHeaderSeq = "ef.seq";
 inline constexpr const char* kHeaderSource = "ef.source";
 
+// Fixed-bucket histogram of ingest-to-delivery latency (StoredRecord::ingest_time_ms to the
+// successful delivery report), shaped for a Prometheus histogram: `buckets[i]` counts the
+// observations v with kBoundsMs[i-1] < v <= kBoundsMs[i] (not cumulative; Cumulative(i) gives the
+// `le` value), the last bucket those above every bound (+Inf). The bounds reach a day because
+// after an outage a record can wait in the buffer that long.
+struct LatencyHistogram {
+  static constexpr std::array<int64_t, 14> kBoundsMs = {
+      10,    50,     100,    250,    500,     1'000,     2'500,
+      5'000, 10'000, 30'000, 60'000, 300'000, 3'600'000, 86'400'000};
+  std::array<uint64_t, kBoundsMs.size() + 1> buckets{};
+  uint64_t count = 0;
+  uint64_t sum_ms = 0;
+
+  // Negative values (a clock stepped back) count as 0.
+  void Observe(int64_t ms);
+  void Merge(const LatencyHistogram& other);
+  // Observations <= kBoundsMs[i]; i == kBoundsMs.size() gives `count` (+Inf).
+  uint64_t Cumulative(size_t i) const;
+};
+
 struct Stats {
   uint64_t delivered_records = 0;  // successful delivery reports (resends counted again)
   uint64_t delivered_bytes = 0;    // Record::ByteSize() of those
@@ -51,10 +74,18 @@ struct Stats {
   // Failed deliveries and produce() refusals by librdkafka error name (e.g. "_MSG_TIMED_OUT").
   std::map<std::string, uint64_t> errors_by_kind;
   int64_t last_delivery_unix_ms = 0;  // 0: nothing delivered since start
-  uint64_t cursor = 0;                // everything <= cursor is delivered (in memory)
-  uint64_t committed_cursor = 0;      // last value committed to the source
-  bool backing_off = false;           // sending paused after a failure
-  std::string last_error;             // the most recent failure, human readable; empty if none
+  // Ingest-to-delivery latency (Clock::NowUnixMs at the delivery report minus the record's
+  // ingest_time_ms): the most recent one, the maximum since start, and the distribution.
+  int64_t last_delivery_latency_ms = 0;
+  int64_t max_delivery_latency_ms = 0;
+  LatencyHistogram delivery_latency;
+  uint64_t cursor = 0;            // everything <= cursor is delivered (in memory)
+  uint64_t committed_cursor = 0;  // last value committed to the source
+  // Records sent above committed_cursor (in flight, or delivered but not yet committed): what a
+  // crash now could send twice. Never above max_inflight_records.
+  uint64_t uncommitted_records = 0;
+  bool backing_off = false;  // sending paused after a failure
+  std::string last_error;    // the most recent failure, human readable; empty if none
 };
 
 // Construction options beyond the kafka section.

@@ -20,6 +20,7 @@ Snapshot Example() {
   s.buffer.drops["max_age"] = 4;
   s.kafka.delivered_records = 99;
   s.kafka.errors_by_kind["_TRANSPORT"] = 2;
+  for (int64_t ms : {5, 40, 1200}) s.kafka.delivery_latency.Observe(ms);
   InputSnapshot mqtt{"plant", "mqtt", "", {}};
   mqtt.stats.state = "connected";
   mqtt.stats.received = 7;
@@ -46,6 +47,21 @@ TEST_CASE("RenderMetrics: exposition format with the expected series") {
   CHECK(text.find(
             "edgeferry_input_readings_rejected_total{input=\"plant\",reason=\"too_large\"} 1\n") !=
         std::string::npos);
+  // The delivery latency histogram: cumulative buckets in seconds, +Inf, sum and count.
+  CHECK(text.find("# TYPE edgeferry_delivery_latency_seconds histogram\n") != std::string::npos);
+  CHECK(text.find("edgeferry_delivery_latency_seconds_bucket{le=\"0.01\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("edgeferry_delivery_latency_seconds_bucket{le=\"0.05\"} 2\n") !=
+        std::string::npos);
+  CHECK(text.find("edgeferry_delivery_latency_seconds_bucket{le=\"1\"} 2\n") != std::string::npos);
+  CHECK(text.find("edgeferry_delivery_latency_seconds_bucket{le=\"2.5\"} 3\n") !=
+        std::string::npos);
+  CHECK(text.find("edgeferry_delivery_latency_seconds_bucket{le=\"86400\"} 3\n") !=
+        std::string::npos);
+  CHECK(text.find("edgeferry_delivery_latency_seconds_bucket{le=\"+Inf\"} 3\n") !=
+        std::string::npos);
+  CHECK(text.find("edgeferry_delivery_latency_seconds_sum 1.245\n") != std::string::npos);
+  CHECK(text.find("edgeferry_delivery_latency_seconds_count 3\n") != std::string::npos);
   // Label values are escaped.
   CHECK(text.find("{input=\"a\\\"b\"}") != std::string::npos);
   // Every sample line belongs to a family announced with HELP and TYPE before it.
@@ -60,7 +76,15 @@ TEST_CASE("RenderMetrics: exposition format with the expected series") {
     if (line.rfind("# HELP ", 0) == 0) continue;
     std::smatch m;
     REQUIRE_MESSAGE(std::regex_match(line, m, sample), line);
-    CHECK_MESSAGE(typed.count(m[1].str()) == 1, line);
+    // A histogram's _bucket/_sum/_count samples belong to the family without the suffix.
+    std::string family = m[1].str();
+    for (std::string suffix : {"_bucket", "_sum", "_count"}) {
+      if (typed.count(family) == 0 && family.size() > suffix.size() &&
+          family.compare(family.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        family.resize(family.size() - suffix.size());
+      }
+    }
+    CHECK_MESSAGE(typed.count(family) == 1, line);
   }
 }
 

@@ -210,5 +210,31 @@ TEST_CASE("back-off: capped exponential on a fake clock, reset after success") {
   CHECK(b.Fail() == std::chrono::milliseconds(200));
 }
 
+TEST_CASE("latency histogram: bucket edges are inclusive upper bounds, +Inf, sum and count") {
+  LatencyHistogram h;
+  for (int64_t ms : {-5, 0, 10, 11, 50, 999, 1000, 86'400'000, 86'400'001}) h.Observe(ms);
+  CHECK(h.count == 9);
+  CHECK(h.sum_ms == 0 + 0 + 10 + 11 + 50 + 999 + 1000 + 86'400'000 + 86'400'001);
+  CHECK(h.buckets[0] == 3);                                       // le 10: -5 (as 0), 0, 10
+  CHECK(h.buckets[1] == 2);                                       // le 50: 11, 50
+  CHECK(h.buckets[5] == 2);                                       // le 1000: 999, 1000
+  CHECK(h.buckets[LatencyHistogram::kBoundsMs.size() - 1] == 1);  // le 86400000
+  CHECK(h.buckets.back() == 1);                                   // +Inf only
+  CHECK(h.Cumulative(0) == 3);
+  CHECK(h.Cumulative(1) == 5);
+  CHECK(h.Cumulative(4) == 5);
+  CHECK(h.Cumulative(5) == 7);
+  CHECK(h.Cumulative(LatencyHistogram::kBoundsMs.size() - 1) == 8);
+  CHECK(h.Cumulative(LatencyHistogram::kBoundsMs.size()) == h.count);
+  // Bounds strictly increase (Prometheus requires it) and the buckets sum to count.
+  CHECK(std::is_sorted(LatencyHistogram::kBoundsMs.begin(), LatencyHistogram::kBoundsMs.end()));
+  LatencyHistogram m;
+  m.Observe(20);
+  m.Merge(h);
+  CHECK(m.count == 10);
+  CHECK(m.buckets[1] == 3);
+  CHECK(m.sum_ms == h.sum_ms + 20);
+}
+
 }  // namespace
 }  // namespace edgeferry::forwarder
