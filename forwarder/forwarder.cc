@@ -325,6 +325,12 @@ class Forwarder::Impl {
     recovering_ = true;
     batch_.clear();
     batch_pos_ = 0;
+    // Records queued behind the failed one must not overtake it: if the brokers came back before
+    // their own timeouts, they would be delivered now and the failed record only after them on
+    // the resend, breaking per-key order. Fail the not-yet-sent ones too (their reports arrive
+    // as _PURGE_QUEUE); the resend from the cursor then goes out in seq order. Records already
+    // on the wire are left to the idempotent producer's ordering.
+    if (rk_) rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
     std::chrono::milliseconds delay(0);
     if (transient) {
       delay = backoff_.Fail();
