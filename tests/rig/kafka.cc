@@ -91,18 +91,24 @@ MetadataPtr Metadata(rd_kafka_t* rk, const std::string& topic, int timeout_ms) {
 }
 
 // Kafka cluster ids are 16 random bytes in unpadded base64url (what StorageTool random-uuid
-// prints); generating it here saves a JVM start.
+// prints); generating it here saves a JVM start. An id that starts with '-' is drawn again:
+// StorageTool's argument parser takes it for an option ("--cluster-id: expected one argument"),
+// which failed one cluster start in 64.
 std::string RandomClusterId() {
   static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::random_device rd;
-  unsigned char b[18] = {};
-  for (int i = 0; i < 16; ++i) b[i] = static_cast<unsigned char>(rd());
   std::string out;
-  for (int i = 0; i < 18; i += 3) {
-    uint32_t v = (b[i] << 16) | (b[i + 1] << 8) | b[i + 2];
-    for (int k = 3; k >= 0; --k) out += kAlphabet[(v >> (6 * k)) & 63];
-  }
-  return out.substr(0, 22);
+  do {
+    unsigned char b[18] = {};
+    for (int i = 0; i < 16; ++i) b[i] = static_cast<unsigned char>(rd());
+    out.clear();
+    for (int i = 0; i < 18; i += 3) {
+      uint32_t v = (b[i] << 16) | (b[i + 1] << 8) | b[i + 2];
+      for (int k = 3; k >= 0; --k) out += kAlphabet[(v >> (6 * k)) & 63];
+    }
+    out.resize(22);
+  } while (out.front() == '-');
+  return out;
 }
 
 std::string Env(const char* name) {
