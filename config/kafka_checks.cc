@@ -129,7 +129,7 @@ void FinishKafka(void* obj, SectionState& s) {
         std::string why = CheckReadableFile(value);
         if (name == "ssl.ca.location" && why == "it is a directory") why.clear();  // CA dir
         if (!why.empty()) {
-          s.Error(path, "cannot read " + Quote(value) + ": " + why);
+          s.Error(path, "cannot read " + QuotePath(value) + ": " + why);
           continue;
         }
       }
@@ -159,7 +159,7 @@ void FinishKafka(void* obj, SectionState& s) {
       std::string secret;
       std::string why;
       if (!ReadSecretFile(file, &secret, &why)) {
-        s.Error(path, "cannot read " + Quote(file) + ": " + why);
+        s.Error(path, "cannot read " + QuotePath(file) + ": " + why);
         continue;
       }
       if (std::string problem = LibrdkafkaProblem(name, secret, true); !problem.empty()) {

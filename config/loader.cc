@@ -45,6 +45,10 @@ std::string Quote(std::string_view text) {
   return q;
 }
 
+std::string QuotePath(std::string_view path) {
+  return Json(std::string(path)).dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 std::string DescribeValue(const Json& v) {
   switch (v.type()) {
     case Json::value_t::string:
@@ -178,6 +182,7 @@ using schema::Json;
 using schema::Key;
 using schema::LoadContext;
 using schema::Quote;
+using schema::QuotePath;
 using schema::Section;
 using schema::SectionState;
 using schema::Type;
@@ -544,7 +549,7 @@ bool CheckString(const Key& k, const std::string& s, const std::string& path, Lo
       if (s.empty()) {
         problem = "expected the path of a readable file, found \"\"";
       } else if (std::string why = schema::CheckReadableFile(*stored); !why.empty()) {
-        problem = "cannot read " + Quote(*stored) + ": " + why;
+        problem = "cannot read " + QuotePath(*stored) + ": " + why;
       }
       break;
     }
@@ -552,9 +557,9 @@ bool CheckString(const Key& k, const std::string& s, const std::string& path, Lo
       *stored = schema::ResolvePath(ctx, s);
       struct stat st {};
       if (::stat(stored->c_str(), &st) != 0) {
-        problem = "cannot use " + Quote(*stored) + " as a directory: " + std::strerror(errno);
+        problem = "cannot use " + QuotePath(*stored) + " as a directory: " + std::strerror(errno);
       } else if (!S_ISDIR(st.st_mode)) {
-        problem = Quote(*stored) + " is not a directory";
+        problem = QuotePath(*stored) + " is not a directory";
       }
       break;
     }
@@ -999,17 +1004,17 @@ LoadResult LoadFile(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) {
       r.errors.push_back(
-          {"", "cannot read config file " + Quote(path) + ": " + std::strerror(errno)});
+          {"", "cannot read config file " + QuotePath(path) + ": " + std::strerror(errno)});
       return r;
     }
     if (S_ISDIR(st.st_mode)) {
-      r.errors.push_back({"", "cannot read config file " + Quote(path) + ": it is a directory"});
+      r.errors.push_back({"", "cannot read config file " + QuotePath(path) + ": it is a directory"});
       return r;
     }
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       r.errors.push_back(
-          {"", "cannot read config file " + Quote(path) + ": " + std::strerror(errno)});
+          {"", "cannot read config file " + QuotePath(path) + ": " + std::strerror(errno)});
       return r;
     }
     // Read at most one byte past the limit: a huge file (or /dev/zero) is refused without
@@ -1029,7 +1034,7 @@ LoadResult LoadFile(const std::string& path) {
     }
     ::close(fd);
     if (!read_error.empty()) {
-      r.errors.push_back({"", "cannot read config file " + Quote(path) + ": " + read_error});
+      r.errors.push_back({"", "cannot read config file " + QuotePath(path) + ": " + read_error});
       return r;
     }
     if (text.size() > kMaxFileBytes) {

@@ -67,6 +67,8 @@ std::string EscapePointerToken(std::string_view token);
 // objects by kind ("a list", "an object").
 std::string DescribeValue(const Json& value);
 std::string Quote(std::string_view text);
+// A file path in messages: quoted but never cut, since the operator needs all of it.
+std::string QuotePath(std::string_view path);
 // Closest candidate within a small edit distance, or "".
 std::string Suggest(std::string_view wrong, const std::vector<std::string>& candidates);
 // "" when `path` names a readable regular file, else the reason ("No such file or directory").

@@ -58,7 +58,7 @@ void FinishTls(void* obj, SectionState& s) {
     std::string reason;
     std::string file = s.Value("key_password_file");
     if (!ReadSecretFile(file, &tls.key_password, &reason)) {
-      s.Error(s.PathOf("key_password_file"), "cannot read " + Quote(file) + ": " + reason);
+      s.Error(s.PathOf("key_password_file"), "cannot read " + QuotePath(file) + ": " + reason);
     }
   }
   if (s.Has("key_file") && !s.Has("cert_file")) {
@@ -90,7 +90,7 @@ void FinishMqtt(InputConfig& in, SectionState& s) {
     std::string file = s.Value("password_file");
     std::string reason;
     if (!ReadSecretFile(file, &m.password, &reason)) {
-      s.Error(s.PathOf("password_file"), "cannot read " + Quote(file) + ": " + reason);
+      s.Error(s.PathOf("password_file"), "cannot read " + QuotePath(file) + ": " + reason);
     }
   } else if (s.Has("password_env") && s.Good("password_env")) {
     const char* v = std::getenv(s.Value("password_env").c_str());
