@@ -144,6 +144,7 @@ class Forwarder::Impl {
   struct Completion {
     uint32_t slot;
     rd_kafka_resp_err_t err;
+    rd_kafka_topic_t* rkt;  // held by topics_ until DestroyProducer, which drops completions_
   };
   enum class Outcome { kSent, kDone, kBackpressure, kStop };
 
@@ -153,7 +154,7 @@ class Forwarder::Impl {
     auto* self = static_cast<Impl*>(opaque);
     try {
       auto slot = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(msg->_private) - 1);
-      self->completions_.push_back({slot, msg->err});
+      self->completions_.push_back({slot, msg->err, msg->rkt});
     } catch (...) {
       // Out of memory: the slot stays used, the record is resent after the next producer reset.
       self->fatal_ = true;
@@ -298,7 +299,8 @@ class Forwarder::Impl {
         continue;
       }
       tracker_.OnFailed(seq);
-      EnterRecovery(reason, /*transient=*/true);
+      EnterRecovery(reason, /*transient=*/true,
+                    c.err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? c.rkt : nullptr);
     }
     completions_.clear();
     if (ok > 0) {
@@ -320,7 +322,8 @@ class Forwarder::Impl {
 
   // Stops sending; after the in-flight window has drained and the back-off has passed, the loop
   // re-reads from the tracked cursor and sends again what was not delivered.
-  void EnterRecovery(const std::string& reason, bool transient) {
+  void EnterRecovery(const std::string& reason, bool transient,
+                     rd_kafka_topic_t* timed_out_topic = nullptr) {
     if (recovering_) return;
     recovering_ = true;
     batch_.clear();
@@ -331,6 +334,8 @@ class Forwarder::Impl {
     // as _PURGE_QUEUE); the resend from the cursor then goes out in seq order. Records already
     // on the wire are left to the idempotent producer's ordering.
     if (rk_) rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
+    // Before the back-off starts, so that the time spent asking does not shorten it.
+    std::string diagnosis = timed_out_topic != nullptr ? DiagnoseTimeout(timed_out_topic) : "";
     std::chrono::milliseconds delay(0);
     if (transient) {
       delay = backoff_.Fail();
@@ -342,8 +347,36 @@ class Forwarder::Impl {
                            "retrying in {} ms",
                            reason, tracker_.cursor() + 1, delay.count()));
     std::lock_guard s(stats_mu_);
+    if (!diagnosis.empty()) {
+      stats_.last_error = reason + " (" + diagnosis + ")";
+      stats_.backing_off = true;
+      return;
+    }
     stats_.last_error = reason;
     stats_.backing_off = true;
+  }
+
+  // A timed-out delivery does not say why. One cause librdkafka 2.0.2 does not name within
+  // message.timeout.ms is a topic that does not exist on a broker that does not create topics on
+  // demand (it first waits topic.metadata.propagation.max.ms, 30 s, and a producer recreated
+  // meanwhile starts that wait again): ask the cluster once per failed round (at most 1 s, only
+  // while recovering) and name it. Returns the diagnosis, or "" if there is none.
+  std::string DiagnoseTimeout(rd_kafka_topic_t* rkt) {
+    if (!rk_ || rkt == nullptr) return "";
+    const rd_kafka_metadata_t* md = nullptr;
+    if (rd_kafka_metadata(rk_.get(), 0, rkt, &md, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR) return "";
+    std::string diagnosis;
+    for (int i = 0; i < md->topic_cnt; ++i) {
+      if (md->topics[i].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+        diagnosis = fmt::format("topic \"{}\" does not exist on the cluster", md->topics[i].topic);
+        LogLimited(LogLevel::kWarning, "missing topic " + std::string(md->topics[i].topic),
+                   fmt::format("{} and the brokers do not create it on demand; its records wait "
+                               "in the buffer until it is created",
+                               diagnosis));
+      }
+    }
+    rd_kafka_metadata_destroy(md);
+    return diagnosis;
   }
 
   bool DeadLetter(const StoredRecord& r, const std::string& reason) {

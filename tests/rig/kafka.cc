@@ -175,6 +175,7 @@ struct KafkaCluster::Node {
   int id = 0;  // node.id, 1-based
   int port = 0;
   int controller_port = 0;
+  int sasl_port = 0;  // 0: no SASL_PLAINTEXT listener
   fs::path dir;
   Process process;
   bool detached = false;
@@ -231,6 +232,55 @@ std::string KafkaCluster::Tails() const {
 }
 
 std::unique_ptr<KafkaCluster> KafkaCluster::Start(int nodes, const Props& props, bool detachable) {
+  return StartImpl(nodes, props, detachable, nullptr);
+}
+
+std::unique_ptr<KafkaCluster> KafkaCluster::StartWithSaslPlain(
+    int nodes, const std::map<std::string, std::string>& users, const Props& props) {
+  if (!Env("EDGEFERRY_TEST_KAFKA").empty()) {
+    throw RigError(
+        "KafkaCluster::StartWithSaslPlain: EDGEFERRY_TEST_KAFKA names an external cluster, which "
+        "the rig cannot give a SASL listener; unset it for this test");
+  }
+  if (users.empty()) throw RigError("KafkaCluster::StartWithSaslPlain: no users");
+  return StartImpl(nodes, props, false, &users);
+}
+
+int KafkaCluster::sasl_port(int i) const {
+  RequireOwned("sasl_port");
+  if (nodes_.at(i)->sasl_port == 0) {
+    throw RigError("KafkaCluster::sasl_port: cluster started without StartWithSaslPlain");
+  }
+  return nodes_.at(i)->sasl_port;
+}
+
+std::string KafkaCluster::sasl_bootstrap() const {
+  std::string s;
+  for (int i = 0; i < nodes(); ++i) {
+    if (!s.empty()) s += ",";
+    s += "127.0.0.1:" + std::to_string(sasl_port(i));
+  }
+  return s;
+}
+
+// The JAAS line of a PLAIN listener that accepts `users` (user_<name>="<password>").
+static std::string PlainJaas(const std::map<std::string, std::string>& users) {
+  auto quoted = [](const std::string& v) {
+    std::string q = "\"";
+    for (char ch : v) {
+      if (ch == '"' || ch == '\\') q += '\\';
+      q += ch;
+    }
+    return q + "\"";
+  };
+  std::string s = "org.apache.kafka.common.security.plain.PlainLoginModule required";
+  for (const auto& [u, pw] : users) s += " user_" + u + "=" + quoted(pw);
+  return s + ";";
+}
+
+std::unique_ptr<KafkaCluster> KafkaCluster::StartImpl(
+    int nodes, const Props& props, bool detachable,
+    const std::map<std::string, std::string>* sasl) {
   if (nodes != 1 && nodes != 3) throw RigError("KafkaCluster::Start: nodes must be 1 or 3");
   std::unique_ptr<KafkaCluster> c(new KafkaCluster());
   const std::string external = Env("EDGEFERRY_TEST_KAFKA");
@@ -257,6 +307,7 @@ std::unique_ptr<KafkaCluster> KafkaCluster::Start(int nodes, const Props& props,
     n->id = i + 1;
     n->port = FreeLoopbackPort();
     n->controller_port = FreeLoopbackPort();
+    if (sasl != nullptr) n->sasl_port = FreeLoopbackPort();
     n->dir = c->dir_->path() / ("node" + std::to_string(n->id));
     fs::create_directories(n->dir);
     c->nodes_.push_back(std::move(n));
@@ -267,8 +318,11 @@ std::unique_ptr<KafkaCluster> KafkaCluster::Start(int nodes, const Props& props,
     voters += std::to_string(n->id) + "@127.0.0.1:" + std::to_string(n->controller_port);
   }
   for (const auto& n : c->nodes_) {
-    const std::string listeners = "PLAINTEXT://127.0.0.1:" + std::to_string(n->port) +
-                                  ",CONTROLLER://127.0.0.1:" + std::to_string(n->controller_port);
+    std::string listeners = "PLAINTEXT://127.0.0.1:" + std::to_string(n->port) +
+                            ",CONTROLLER://127.0.0.1:" + std::to_string(n->controller_port);
+    if (n->sasl_port != 0) {
+      listeners += ",SASL_PLAINTEXT://127.0.0.1:" + std::to_string(n->sasl_port);
+    }
     std::map<std::string, std::string> p = {
         {"process.roles", "broker,controller"},
         {"node.id", std::to_string(n->id)},
@@ -304,6 +358,11 @@ std::unique_ptr<KafkaCluster> KafkaCluster::Start(int nodes, const Props& props,
       p["transaction.state.log.min.isr"] = "2";
       p["share.coordinator.state.topic.replication.factor"] = "3";
       p["share.coordinator.state.topic.min.isr"] = "2";
+    }
+    if (sasl != nullptr) {
+      p["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT";
+      p["sasl.enabled.mechanisms"] = "PLAIN";
+      p["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = PlainJaas(*sasl);
     }
     // Notice a killed broker quickly (default 9 s): a restarted node waits out its previous
     // incarnation's session, and failover tests wait for the controller to fence the dead one.

@@ -262,6 +262,13 @@ class KafkaCluster {
   // called; for the ctest fixture and scripts/demo (tests/rig/edgeferry_rig.cc), not for tests.
   static std::unique_ptr<KafkaCluster> Start(int nodes = 1, const Props& props = {},
                                              bool detachable = false);
+  // A cluster of the caller's own, as Start(nodes, props), with one more listener on every node:
+  // SASL_PLAINTEXT with mechanism PLAIN on sasl_port(i), accepting exactly the user/password
+  // pairs of `users`. PLAINTEXT (bootstrap()) stays the inter-broker listener and what the rig's
+  // own clients (CreateTopic, ReadAll) use. With EDGEFERRY_TEST_KAFKA set it throws RigError (an
+  // external cluster cannot be given a listener).
+  static std::unique_ptr<KafkaCluster> StartWithSaslPlain(
+      int nodes, const std::map<std::string, std::string>& users, const Props& props = {});
   // A one-node cluster shared by tests that only produce and consume (see header comment).
   static std::unique_ptr<KafkaCluster> Shared();
 
@@ -276,6 +283,10 @@ class KafkaCluster {
   bool owned() const { return owned_; }
   // Broker port of node i (0-based; node.id is i+1).
   int port(int i) const;
+  // SASL_PLAINTEXT (PLAIN) listener of node i and all of them as a bootstrap list
+  // (StartWithSaslPlain only; throws RigError otherwise).
+  int sasl_port(int i) const;
+  std::string sasl_bootstrap() const;
 
   // Creates a topic and waits until every partition has a leader. replication 0: the cluster's
   // default (1 for one node, 3 for three). Throws RigError on failure (an existing topic fails).
@@ -317,6 +328,8 @@ class KafkaCluster {
 
  private:
   KafkaCluster();
+  static std::unique_ptr<KafkaCluster> StartImpl(int nodes, const Props& props, bool detachable,
+                                                 const std::map<std::string, std::string>* sasl);
   void StartNode(int i);
   void WaitNodeServing(int i, std::chrono::milliseconds deadline);
   void RequireOwned(const char* what) const;
