@@ -139,20 +139,26 @@ json ToJson(const buffer::Stats& s) {
 }
 
 json ToJson(const forwarder::Stats& s) {
-  return {{"delivered_records", s.delivered_records},
-          {"delivered_bytes", s.delivered_bytes},
-          {"inflight_records", s.inflight_records},
-          {"inflight_bytes", s.inflight_bytes},
-          {"resent_records", s.resent_records},
-          {"dead_lettered", s.dead_lettered},
-          {"producer_restarts", s.producer_restarts},
-          {"delivery_failures", s.delivery_failures},
-          {"errors_by_kind", Counts(s.errors_by_kind)},
-          {"last_delivery_unix_ms", s.last_delivery_unix_ms},
-          {"cursor", s.cursor},
-          {"committed_cursor", s.committed_cursor},
-          {"backing_off", s.backing_off},
-          {"last_error", s.last_error}};
+  return {
+      {"delivered_records", s.delivered_records},
+      {"delivered_bytes", s.delivered_bytes},
+      {"inflight_records", s.inflight_records},
+      {"inflight_bytes", s.inflight_bytes},
+      {"resent_records", s.resent_records},
+      {"dead_lettered", s.dead_lettered},
+      {"producer_restarts", s.producer_restarts},
+      {"delivery_failures", s.delivery_failures},
+      {"errors_by_kind", Counts(s.errors_by_kind)},
+      {"last_delivery_unix_ms", s.last_delivery_unix_ms},
+      {"cursor", s.cursor},
+      {"committed_cursor", s.committed_cursor},
+      {"uncommitted_records", s.uncommitted_records},
+      {"last_delivery_latency_ms", s.last_delivery_latency_ms},
+      {"max_delivery_latency_ms", s.max_delivery_latency_ms},
+      {"mean_delivery_latency_ms",
+       s.delivery_latency.count == 0 ? 0 : s.delivery_latency.sum_ms / s.delivery_latency.count},
+      {"backing_off", s.backing_off},
+      {"last_error", s.last_error}};
 }
 
 json ToJson(const InputSnapshot& s) {
@@ -285,6 +291,13 @@ std::string FormatStatus(const json& st, int64_t now_ms) {
                      Get<uint64_t>(k, "delivered_records", 0),
                      Get<uint64_t>(k, "inflight_records", 0),
                      Get<bool>(k, "backing_off", false) ? ", backing off" : ""));
+    if (Get<uint64_t>(k, "delivered_records", 0) > 0) {
+      // Ingest-to-delivery: how far behind real time the data engineers' topics are.
+      line(fmt::format("  latency        last {}, mean {}, max {}",
+                       HumanDuration(Get<int64_t>(k, "last_delivery_latency_ms", 0)),
+                       HumanDuration(Get<int64_t>(k, "mean_delivery_latency_ms", 0)),
+                       HumanDuration(Get<int64_t>(k, "max_delivery_latency_ms", 0))));
+    }
     line(fmt::format("  errors         {}", CountList(k.value("errors_by_kind", json::object()))));
     std::string last_error = Get<std::string>(k, "last_error", "");
     if (!last_error.empty()) line("  last error     " + last_error);

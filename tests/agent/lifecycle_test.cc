@@ -135,6 +135,13 @@ TEST_CASE("status: shows the running daemon's backlog, deliveries and input coun
   CHECK(doc["buffer"]["drops"].is_object());
   CHECK(doc["buffer"]["dead_letters"].is_object());
   CHECK(doc["kafka"]["last_delivery_unix_ms"].get<int64_t>() > 0);
+  // Latency figures: a delivered record has a latency, and max bounds last and mean.
+  CHECK(doc["kafka"]["max_delivery_latency_ms"].get<int64_t>() >=
+        doc["kafka"]["last_delivery_latency_ms"].get<int64_t>());
+  CHECK(doc["kafka"]["max_delivery_latency_ms"].get<int64_t>() >=
+        doc["kafka"]["mean_delivery_latency_ms"].get<int64_t>());
+  CHECK(doc["kafka"]["uncommitted_records"].get<uint64_t>() <=
+        doc["buffer"]["last_seq"].get<uint64_t>());
   REQUIRE(doc["inputs"].size() == 2);
   CHECK(doc["inputs"][1]["name"] == "plant");
   CHECK(doc["inputs"][1]["state"] != "connected");
@@ -149,6 +156,7 @@ TEST_CASE("status: shows the running daemon's backlog, deliveries and input coun
         std::string::npos);
   CHECK(text.out.find("backlog") != std::string::npos);
   CHECK(text.out.find("last delivery") != std::string::npos);
+  CHECK(std::regex_search(text.out, std::regex("latency +last [^,]+, mean [^,]+, max ")));
   CHECK(std::regex_search(text.out, std::regex("sim +simulated +running +received [0-9]+")));
 
   // dead-letters list goes through the daemon (it alone writes the buffer): none here.
