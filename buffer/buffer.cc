@@ -25,15 +25,23 @@ namespace edgeferry::buffer {
 namespace {
 
 constexpr const char* kComponent = "buffer";
-constexpr int64_t kFormatVersion = 1;
+constexpr int64_t kFormatVersion = 2;
 constexpr int64_t kPageSize = 4096;
+// A batch row's encoded block is closed once it reaches this size (a group commit larger than
+// that becomes several rows). Bounds what a read in the middle of a row decodes and skips, and
+// what rewriting a partly delivered row costs, while keeping SQLite's per-row and per-overflow-
+// chain overhead small (FORMAT.md, "Batch rows").
+constexpr size_t kBlockMaxBytes = 32 << 10;
+constexpr int64_t kCodecRaw = 0;
 
+constexpr const char* kBatchesTable = R"sql(
+CREATE TABLE IF NOT EXISTS batches(
+  first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, ingest_ms INTEGER NOT NULL,
+  bytes INTEGER NOT NULL, codec INTEGER NOT NULL, data BLOB NOT NULL);
+)sql";
 constexpr const char* kSchema = R"sql(
 CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE cursors(name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE records(
-  seq INTEGER PRIMARY KEY, ingest_ms INTEGER NOT NULL, event_ms INTEGER NOT NULL,
-  source BLOB NOT NULL, key BLOB NOT NULL, topic BLOB NOT NULL, headers BLOB, payload BLOB NOT NULL);
 CREATE TABLE dead_letters(
   id INTEGER PRIMARY KEY AUTOINCREMENT, reason TEXT NOT NULL, dead_ms INTEGER NOT NULL,
   seq INTEGER NOT NULL, ingest_ms INTEGER NOT NULL, event_ms INTEGER NOT NULL,
@@ -41,11 +49,11 @@ CREATE TABLE dead_letters(
   payload BLOB NOT NULL);
 )sql";
 
-// Logical size of a stored row; must match RowBytes() below.
-constexpr const char* kRowBytesSql =
-    "(length(source)+length(key)+length(topic)+length(payload)+ifnull(length(headers),0)+8)";
-constexpr const char* kRecordColumns =
-    "seq, ingest_ms, event_ms, source, key, topic, headers, payload";
+// The batch rows whose range holds seqs after ?1: the row holding ?1 (if any) and all later ones.
+// Uses the primary key only (no index on last_seq); callers skip a first row that ends at ?1.
+constexpr const char* kRowsAfterWhere =
+    " FROM batches WHERE first_seq >= ifnull((SELECT max(first_seq) FROM batches WHERE "
+    "first_seq <= ?1), 0) ";
 
 // Headers: for each, varint(len name) name varint(len value) value. Empty list -> NULL column.
 void PutVarint(std::string* out, uint64_t v) {
@@ -65,35 +73,148 @@ bool GetVarint(std::string_view* in, uint64_t* v) {
   }
   return false;
 }
+void PutBytes(std::string* out, std::string_view b) {
+  PutVarint(out, b.size());
+  out->append(b);
+}
+bool GetBytes(std::string_view* in, std::string_view* b) {
+  uint64_t n = 0;
+  if (!GetVarint(in, &n) || n > in->size()) return false;
+  *b = in->substr(0, n);
+  in->remove_prefix(n);
+  return true;
+}
 std::string EncodeHeaders(const std::vector<Header>& hs) {
   std::string out;
   for (const auto& h : hs) {
-    PutVarint(&out, h.name.size());
-    out += h.name;
-    PutVarint(&out, h.value.size());
-    out += h.value;
+    PutBytes(&out, h.name);
+    PutBytes(&out, h.value);
   }
   return out;
 }
 bool DecodeHeaders(std::string_view in, std::vector<Header>* hs) {
   while (!in.empty()) {
-    uint64_t n = 0;
-    Header h;
-    if (!GetVarint(&in, &n) || n > in.size()) return false;
-    h.name = std::string(in.substr(0, n));
-    in.remove_prefix(n);
-    if (!GetVarint(&in, &n) || n > in.size()) return false;
-    h.value = std::string(in.substr(0, n));
-    in.remove_prefix(n);
-    hs->push_back(std::move(h));
+    std::string_view name, value;
+    if (!GetBytes(&in, &name) || !GetBytes(&in, &value)) return false;
+    hs->push_back({std::string(name), std::string(value)});
   }
   return true;
 }
 uint64_t RowBytes(const Record& r, size_t encoded_headers) {
   return r.source.size() + r.key.size() + r.topic.size() + r.payload.size() + encoded_headers + 8;
 }
+uint64_t ZigZag(int64_t v) {
+  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
+}
+int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
-// Reads a row selected with kRecordColumns starting at column `c`.
+// The block of a batch row (codec 0): the records of seqs first_seq..last_seq, in order, each
+//   flags (1 byte: 1 = same source as the previous record, 2 = same key, 4 = same topic,
+//          8 = has headers)
+//   varint zigzag(event_ms - previous event_ms)    (before the first record: the row's ingest_ms)
+//   [varint len, source] [varint len, key] [varint len, topic]   unless flagged as the same
+//   [varint len, headers blob]                                    if flag 8
+//   varint len, payload
+enum : uint8_t { kSameSource = 1, kSameKey = 2, kSameTopic = 4, kHasHeaders = 8 };
+
+class BlockEncoder {
+ public:
+  explicit BlockEncoder(int64_t ingest_ms) : base_ms_(ingest_ms) { Clear(); }
+  void Clear() {
+    data_.clear();
+    prev_ = nullptr;
+    prev_ms_ = base_ms_;
+    count_ = 0;
+    bytes_ = 0;
+  }
+  // `r` must stay alive until Clear() (the next record is compared with it).
+  void Add(const Record& r, std::string* hdr_scratch) {
+    hdr_scratch->clear();
+    for (const auto& h : r.headers) {
+      PutBytes(hdr_scratch, h.name);
+      PutBytes(hdr_scratch, h.value);
+    }
+    uint8_t flags = 0;
+    if (prev_ != nullptr && prev_->source == r.source) flags |= kSameSource;
+    if (prev_ != nullptr && prev_->key == r.key) flags |= kSameKey;
+    if (prev_ != nullptr && prev_->topic == r.topic) flags |= kSameTopic;
+    if (!hdr_scratch->empty()) flags |= kHasHeaders;
+    data_.push_back(static_cast<char>(flags));
+    PutVarint(&data_, ZigZag(r.event_time_ms - prev_ms_));
+    if (!(flags & kSameSource)) PutBytes(&data_, r.source);
+    if (!(flags & kSameKey)) PutBytes(&data_, r.key);
+    if (!(flags & kSameTopic)) PutBytes(&data_, r.topic);
+    if (flags & kHasHeaders) PutBytes(&data_, *hdr_scratch);
+    PutBytes(&data_, r.payload);
+    prev_ = &r;
+    prev_ms_ = r.event_time_ms;
+    count_++;
+    bytes_ += RowBytes(r, hdr_scratch->size());
+  }
+  const std::string& data() const { return data_; }
+  uint64_t count() const { return count_; }
+  uint64_t bytes() const { return bytes_; }  // logical bytes of the records in it
+
+ private:
+  int64_t base_ms_;
+  std::string data_;
+  const Record* prev_ = nullptr;
+  int64_t prev_ms_ = 0;
+  uint64_t count_ = 0;
+  uint64_t bytes_ = 0;
+};
+
+// Decodes a block record by record. Each call overwrites `*r` (the previous record is the base
+// of the next one, so pass the same Record every time, or a copy of the previous one).
+class BlockDecoder {
+ public:
+  BlockDecoder(std::string_view data, int64_t ingest_ms) : in_(data), prev_ms_(ingest_ms) {}
+  bool done() const { return in_.empty(); }
+  // Decodes the next record into `r`, which must hold the previous record of this block (or be
+  // fresh for the first). Returns the record's logical bytes; false if the block is damaged.
+  bool Next(Record* r, uint64_t* logical_bytes) {
+    if (in_.empty()) return false;
+    auto flags = static_cast<uint8_t>(in_.front());
+    in_.remove_prefix(1);
+    if (first_ && (flags & (kSameSource | kSameKey | kSameTopic))) return false;
+    first_ = false;
+    uint64_t zz = 0;
+    if (!GetVarint(&in_, &zz)) return false;
+    r->event_time_ms = prev_ms_ + UnZigZag(zz);
+    prev_ms_ = r->event_time_ms;
+    std::string_view b;
+    if (!(flags & kSameSource)) {
+      if (!GetBytes(&in_, &b)) return false;
+      r->source.assign(b);
+    }
+    if (!(flags & kSameKey)) {
+      if (!GetBytes(&in_, &b)) return false;
+      r->key.assign(b);
+    }
+    if (!(flags & kSameTopic)) {
+      if (!GetBytes(&in_, &b)) return false;
+      r->topic.assign(b);
+    }
+    r->headers.clear();
+    size_t hdr_size = 0;
+    if (flags & kHasHeaders) {
+      if (!GetBytes(&in_, &b) || !DecodeHeaders(b, &r->headers)) return false;
+      hdr_size = b.size();
+    }
+    if (!GetBytes(&in_, &b)) return false;
+    r->payload.assign(b);
+    *logical_bytes = RowBytes(*r, hdr_size);
+    return true;
+  }
+
+ private:
+  std::string_view in_;
+  int64_t prev_ms_;
+  bool first_ = true;
+};
+
+// Reads a dead_letters row's record columns (seq, ingest_ms, event_ms, source, key, topic,
+// headers, payload) starting at column `c`.
 StoredRecord ReadRow(const sql::Stmt& st, int c) {
   StoredRecord sr;
   sr.seq = static_cast<uint64_t>(st.Int(c));
@@ -107,6 +228,29 @@ StoredRecord ReadRow(const sql::Stmt& st, int c) {
   return sr;
 }
 
+// Decodes every record of a batch row. Corruption if the block does not hold exactly
+// last_seq - first_seq + 1 records.
+Result<std::vector<StoredRecord>> DecodeRow(uint64_t first_seq, uint64_t last_seq,
+                                            int64_t ingest_ms, int64_t codec, std::string_view data,
+                                            uint64_t* logical_bytes) {
+  std::vector<StoredRecord> out;
+  auto damaged = [&] {
+    return Status::Corruption("batch row at seq " + std::to_string(first_seq) + " is damaged");
+  };
+  if (codec != kCodecRaw || last_seq < first_seq) return damaged();
+  BlockDecoder dec(data, ingest_ms);
+  Record r;
+  *logical_bytes = 0;
+  for (uint64_t seq = first_seq; seq <= last_seq; ++seq) {
+    uint64_t n = 0;
+    if (!dec.Next(&r, &n)) return damaged();
+    *logical_bytes += n;
+    out.push_back({seq, ingest_ms, r});
+  }
+  if (!dec.done()) return damaged();
+  return out;
+}
+
 uint64_t FileSize(const std::string& path) {
   struct stat sb {};
   return ::stat(path.c_str(), &sb) == 0 ? static_cast<uint64_t>(sb.st_size) : 0;
@@ -114,6 +258,7 @@ uint64_t FileSize(const std::string& path) {
 
 // Everything the meta, cursors and dead_letters tables say, as the writer last committed it.
 struct State {
+  int64_t format = 0;  // meta.format as read (LoadState); 0 before
   uint64_t last_seq = 0;
   uint64_t records = 0;
   uint64_t bytes = 0;
@@ -142,7 +287,9 @@ Status LoadState(sqlite3* db, State* s) {
     while ((rc = st->Step()) == SQLITE_ROW) {
       std::string k = st->Bytes(0);
       auto v = static_cast<uint64_t>(st->Int(1));
-      if (k == "last_seq")
+      if (k == "format")
+        s->format = static_cast<int64_t>(v);
+      else if (k == "last_seq")
         s->last_seq = v;
       else if (k == "records")
         s->records = v;
@@ -172,7 +319,11 @@ Status LoadState(sqlite3* db, State* s) {
     if (rc != SQLITE_DONE) return sql::ToStatus(rc, db, "read dead letters");
   }
   {
-    auto st = sql::Stmt::Prepare(db, "SELECT min(seq), max(seq) FROM records");
+    // A format-1 file (ReadStats while an older daemon runs it) keeps one row per record.
+    auto st = sql::Stmt::Prepare(
+        db, s->format == 1 ? "SELECT min(seq), max(seq) FROM records"
+                           : "SELECT (SELECT min(first_seq) FROM batches), (SELECT last_seq FROM "
+                             "batches ORDER BY first_seq DESC LIMIT 1)");
     if (!st.ok()) return st.status();
     int rc = st->Step();
     if (rc != SQLITE_ROW) return sql::ToStatus(rc, db, "read records");
@@ -199,9 +350,11 @@ Result<std::string> QueryText(sqlite3* db, const std::string& sql) {
   return st->Bytes(0);
 }
 
-Result<int64_t> OldestUndeliveredIngestMs(sqlite3* db, uint64_t cursor) {
-  auto st =
-      sql::Stmt::Prepare(db, "SELECT ingest_ms FROM records WHERE seq > ? ORDER BY seq LIMIT 1");
+Result<int64_t> OldestUndeliveredIngestMs(sqlite3* db, uint64_t cursor, int64_t format) {
+  auto st = sql::Stmt::Prepare(
+      db, format == 1 ? "SELECT ingest_ms FROM records WHERE seq > ?1 ORDER BY seq LIMIT 1"
+                      : std::string("SELECT ingest_ms") + kRowsAfterWhere +
+                            "AND last_seq > ?1 ORDER BY first_seq LIMIT 1");
   if (!st.ok()) return st.status();
   st->Bind(1, static_cast<int64_t>(cursor));
   int rc = st->Step();
@@ -332,6 +485,7 @@ class Buffer::Impl {
 
  private:
   Status CreateOrCheck(bool* corrupt, std::string* why);
+  Status Migrate();
   void Recover(const std::string& why);
   Status Configure();
 
@@ -345,6 +499,7 @@ class Buffer::Impl {
   Status DropOldest(uint64_t need_bytes, uint64_t* dropped);
   Status DeleteUpTo(uint64_t cutoff_seq, std::string_view reason, State* next);
   Status TrimTo(uint64_t cutoff_seq, std::string_view reason);
+  Status RewriteStraddling(uint64_t cutoff_seq);
   Status Begin(bool force_sync = false);
   Status Commit(State* next);
   void Rollback();
@@ -373,6 +528,7 @@ class Buffer::Impl {
   int64_t max_page_count_ = 0;
   uint64_t group_max_bytes_ = 0;
   RateLimiter log_limit_{std::chrono::seconds(30)};
+  int64_t found_format_ = 0;  // the format CreateOrCheck found (1: Migrate() must run)
   std::thread writer_;
 };
 
@@ -393,9 +549,12 @@ Status Buffer::Impl::CreateOrCheck(bool* corrupt, std::string* why) {
     return st;
   };
   // Reading the schema is the first access: a file that is not a database fails here.
+  // Which of our tables exist, as a bit set.
+  enum : int64_t { kMeta = 1, kCursors = 2, kRecords = 4, kBatches = 8, kDeadLetters = 16 };
   auto tables = QueryInt(d,
-                         "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
-                         "('meta','cursors','records','dead_letters')");
+                         "SELECT ifnull(sum((name='meta')*1 + (name='cursors')*2 + "
+                         "(name='records')*4 + (name='batches')*8 + (name='dead_letters')*16), 0) "
+                         "FROM sqlite_master WHERE type='table'");
   if (!tables.ok()) return corrupt_if(tables.status());
   if (*tables == 0) {
     auto any = QueryInt(d, "SELECT count(*) FROM sqlite_master");
@@ -411,20 +570,24 @@ Status Buffer::Impl::CreateOrCheck(bool* corrupt, std::string* why) {
     auto mode = QueryText(d, "PRAGMA journal_mode=WAL");
     if (!mode.ok()) return mode.status();
     if (*mode != "wal") return Status::IOError(cfg_.path + ": cannot use WAL mode (" + *mode + ")");
-    std::string create = std::string("BEGIN;") + kSchema + "INSERT INTO meta VALUES('format'," +
-                         std::to_string(kFormatVersion) + "),('created_unix_ms'," +
-                         std::to_string(clock_->NowUnixMs()) + ");COMMIT;";
+    std::string create = std::string("BEGIN;") + kSchema + kBatchesTable +
+                         "INSERT INTO meta VALUES('format'," + std::to_string(kFormatVersion) +
+                         "),('created_unix_ms'," + std::to_string(clock_->NowUnixMs()) +
+                         ");COMMIT;";
     if (auto st = sql::Exec(d, create); !st.ok()) {
       (void)sql::Exec(d, "ROLLBACK");
       return st;
     }
+    found_format_ = kFormatVersion;
     return Status::Ok();
   }
-  if (*tables != 4) {
+  auto incomplete = [&] {
     *corrupt = true;
     *why = "schema incomplete";
     return Status::Ok();
-  }
+  };
+  constexpr int64_t kCommon = kMeta | kCursors | kDeadLetters;
+  if ((*tables & kCommon) != kCommon || (*tables & (kRecords | kBatches)) == 0) return incomplete();
   auto check = QueryText(d, "PRAGMA quick_check");
   if (!check.ok()) return corrupt_if(check.status());
   if (*check != "ok") {
@@ -434,10 +597,15 @@ Status Buffer::Impl::CreateOrCheck(bool* corrupt, std::string* why) {
   }
   auto fmt = QueryInt(d, "SELECT v FROM meta WHERE k='format'");
   if (!fmt.ok()) return corrupt_if(fmt.status());
-  if (*fmt != kFormatVersion)
+  if (*fmt != kFormatVersion && *fmt != 1)
     return Status::InvalidArgument(cfg_.path + ": buffer format " + std::to_string(*fmt) +
-                                   " is not supported (this build reads " +
+                                   " is not supported (this build reads 1 and " +
                                    std::to_string(kFormatVersion) + ")");
+  // Format 2 has no records table; format 1 has one (and a batches table too when a migration
+  // was cut short: Migrate() resumes it).
+  if (*fmt == kFormatVersion && (*tables & (kRecords | kBatches)) != kBatches) return incomplete();
+  if (*fmt == 1 && !(*tables & kRecords)) return incomplete();
+  found_format_ = *fmt;
   auto mode = QueryText(d, "PRAGMA journal_mode=WAL");
   if (!mode.ok()) return corrupt_if(mode.status());
   return Status::Ok();
@@ -458,9 +626,12 @@ void Buffer::Impl::Recover(const std::string& why_full) {
       salvaged.last_seq = *v;
       have_seq = true;
     }
-    if (auto v = QueryInt(d, "SELECT max(seq) FROM records"); v.ok()) {
-      salvaged.last_seq = std::max<uint64_t>(salvaged.last_seq, *v);
-      have_seq = true;
+    // Either table may be there (format 1, format 2, or a migration cut short): try both.
+    for (const char* q : {"SELECT max(seq) FROM records", "SELECT max(last_seq) FROM batches"}) {
+      if (auto v = QueryInt(d, q); v.ok()) {
+        salvaged.last_seq = std::max<uint64_t>(salvaged.last_seq, *v);
+        have_seq = true;
+      }
     }
     State s;
     if (LoadState(d, &s).ok()) {
@@ -497,6 +668,113 @@ void Buffer::Impl::Recover(const std::string& why_full) {
          "the damaged file are not forwarded (recovery #{}, seq continues after {})",
          cfg_.path, why, aside, salvaged.recoveries, salvaged.last_seq);
   committed_ = salvaged;
+}
+
+// Format 1 (one row per record) to format 2 (batch rows), in place. Each step is one fsynced
+// transaction that moves up to wal_budget / 8 logical bytes of the oldest remaining records into
+// batch rows and deletes their format-1 rows (deleted first, so their pages can be reused by the
+// inserts and a full database still migrates). Seqs, ingest times, cursors, counters and dead
+// letters stay as they are. meta.format turns 2, and the records table goes, only in the last
+// step, so a crash or power cut in between leaves a format-1 file (records plus some batch rows,
+// all of lower seqs) that the next start migrates on from where it stopped.
+Status Buffer::Impl::Migrate() {
+  sqlite3* d = wdb_.get();
+  auto n = QueryInt(d, "SELECT count(*) FROM records");
+  if (!n.ok()) return n.status();
+  EF_LOG(kWarning, kComponent, "{}: migrating {} records from buffer format 1 to format {}",
+         cfg_.path, *n, kFormatVersion);
+  // Batch rows take less room than the rows they replace, and each step frees those first, but
+  // the new table's first pages need room: a file at (or, from a larger max_bytes, over) its cap
+  // may grow by 16 pages during the migration, no more.
+  auto pc = QueryInt(d, "PRAGMA page_count");
+  if (!pc.ok()) return pc.status();
+  bool lifted = *pc + 16 > max_page_count_;
+  if (lifted)
+    if (auto st = sql::Exec(d, "PRAGMA max_page_count=" + std::to_string(*pc + 16)); !st.ok())
+      return st;
+  uint64_t moved = 0, rows = 0;
+  for (;;) {
+    if (auto st = sql::Exec(d, "BEGIN IMMEDIATE"); !st.ok()) return st;
+    Status st = sql::Exec(d, kBatchesTable);
+    std::vector<StoredRecord> chunk;
+    if (st.ok()) {
+      auto sel = sql::Stmt::Prepare(
+          d,
+          "SELECT seq, ingest_ms, event_ms, source, key, topic, headers, payload FROM records "
+          "ORDER BY seq");
+      if (!sel.ok()) st = sel.status();
+      uint64_t bytes = 0;
+      int rc = SQLITE_DONE;
+      while (st.ok() && bytes < std::max<uint64_t>(wal_budget_ / 8, 1) &&
+             (rc = sel->Step()) == SQLITE_ROW) {
+        chunk.push_back(ReadRow(*sel, 0));
+        bytes += chunk.back().record.ByteSize();
+      }
+      if (st.ok() && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        st = sql::ToStatus(rc, d, "read format-1 records");
+    }
+    if (st.ok() && chunk.empty()) {
+      st = sql::Exec(d, "DROP TABLE records; UPDATE meta SET v=" + std::to_string(kFormatVersion) +
+                            " WHERE k='format'");
+      if (st.ok()) st = sql::Exec(d, "COMMIT");
+      if (!st.ok()) {
+        Rollback();
+        return st;
+      }
+      break;
+    }
+    if (st.ok()) {
+      auto del = sql::Stmt::Prepare(d, "DELETE FROM records WHERE seq <= ?");
+      if (del.ok()) {
+        del->Bind(1, static_cast<int64_t>(chunk.back().seq));
+        st = del->Run("delete format-1 records");
+      } else {
+        st = del.status();
+      }
+    }
+    // One batch row per run of consecutive seqs with the same ingest time, at most
+    // kBlockMaxBytes each.
+    auto ins = sql::Stmt::Prepare(
+        d,
+        "INSERT INTO batches(first_seq, last_seq, ingest_ms, bytes, codec, data) "
+        "VALUES(?,?,?,?,0,?)");
+    if (st.ok() && !ins.ok()) st = ins.status();
+    std::string hdr;
+    for (size_t i = 0; st.ok() && i < chunk.size();) {
+      BlockEncoder enc(chunk[i].ingest_time_ms);
+      size_t j = i;
+      do {
+        enc.Add(chunk[j].record, &hdr);
+        ++j;
+      } while (j < chunk.size() && chunk[j].seq == chunk[j - 1].seq + 1 &&
+               chunk[j].ingest_time_ms == chunk[i].ingest_time_ms &&
+               enc.data().size() < kBlockMaxBytes);
+      ins->Reset();
+      ins->Bind(1, static_cast<int64_t>(chunk[i].seq));
+      ins->Bind(2, static_cast<int64_t>(chunk[j - 1].seq));
+      ins->Bind(3, chunk[i].ingest_time_ms);
+      ins->Bind(4, static_cast<int64_t>(enc.bytes()));
+      ins->BindBlobStatic(5, enc.data());
+      st = ins->Run("insert migrated batch");
+      rows++;
+      i = j;
+    }
+    if (st.ok()) st = sql::Exec(d, "COMMIT");
+    if (!st.ok()) {
+      Rollback();
+      return st;
+    }
+    moved += chunk.size();
+    if (FileSize(cfg_.path + "-wal") > wal_budget_ / 2)
+      (void)sql::Exec(d, "PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+  if (lifted)
+    if (auto st = sql::Exec(d, "PRAGMA max_page_count=" + std::to_string(max_page_count_));
+        !st.ok())
+      return st;
+  EF_LOG(kWarning, kComponent, "{}: migrated {} records into {} batch rows (format {})", cfg_.path,
+         moved, rows, kFormatVersion);
+  return Status::Ok();
 }
 
 Status Buffer::Impl::Configure() {
@@ -577,6 +855,14 @@ Status Buffer::Impl::Open() {
     }
   } else {
     if (auto st = Configure(); !st.ok()) return st;
+    if (found_format_ == 1) {
+      if (auto st = Migrate(); !st.ok()) {
+        std::string msg =
+            cfg_.path + ": migrating buffer format 1 to " + std::to_string(kFormatVersion) +
+            " failed (every completed step is kept and the next start resumes): " + st.message();
+        return st.code() == Status::Code::kFull ? Status::Full(msg) : Status::IOError(msg);
+      }
+    }
     if (auto st = LoadState(wdb_.get(), &committed_); !st.ok()) return st;
   }
 
@@ -698,56 +984,58 @@ bool Buffer::Impl::DbAtLimit() {
   return avail > wal_budget_ + (1u << 20);
 }
 
+// Stores the group as batch rows: consecutive seqs, one ingest time, a row closed at
+// kBlockMaxBytes (FORMAT.md, "Batch rows").
 Status Buffer::Impl::InsertGroup(const std::vector<Op*>& group, State* next) {
   auto ins =
-      W("INSERT INTO records(seq, ingest_ms, event_ms, source, key, topic, headers, payload) "
-        "VALUES(?,?,?,?,?,?,?,?)");
+      W("INSERT INTO batches(first_seq, last_seq, ingest_ms, bytes, codec, data) "
+        "VALUES(?,?,?,?,0,?)");
   if (!ins.ok()) return ins.status();
   sql::Stmt* s = *ins;
   int64_t now = clock_->NowUnixMs();
+  BlockEncoder enc(now);
+  uint64_t row_first = 0;
+  auto flush = [&]() -> Status {
+    if (enc.count() == 0) return Status::Ok();
+    s->Reset();
+    s->Bind(1, static_cast<int64_t>(row_first));
+    s->Bind(2, static_cast<int64_t>(next->last_seq));
+    s->Bind(3, now);
+    s->Bind(4, static_cast<int64_t>(enc.bytes()));
+    s->BindBlobStatic(5, enc.data());  // enc outlives the step
+    Status st = s->Run("insert batch");
+    next->bytes += enc.bytes();
+    enc.Clear();
+    return st;
+  };
   std::string hdr;
   for (Op* op : group) {
     for (const Record& r : op->records) {
       uint64_t seq = ++next->last_seq;
-      hdr.clear();
-      for (const auto& h : r.headers) {
-        PutVarint(&hdr, h.name.size());
-        hdr += h.name;
-        PutVarint(&hdr, h.value.size());
-        hdr += h.value;
-      }
-      // Hot path: every parameter is bound each time, and the record outlives the step, so no
-      // clear_bindings and no copies of the blobs.
-      s->ResetKeepBindings();
-      s->Bind(1, static_cast<int64_t>(seq));
-      s->Bind(2, now);
-      s->Bind(3, r.event_time_ms);
-      s->BindBlobStatic(4, r.source);
-      s->BindBlobStatic(5, r.key);
-      s->BindBlobStatic(6, r.topic);
-      if (hdr.empty()) {
-        s->BindNull(7);
-      } else {
-        s->BindBlobStatic(7, hdr);
-      }
-      s->BindBlobStatic(8, r.payload);
-      if (auto st = s->Run("insert record"); !st.ok()) return st;
+      if (enc.count() == 0) row_first = seq;
+      enc.Add(r, &hdr);  // the record outlives the encoder's use of it
       if (next->first_seq == 0) next->first_seq = seq;
       next->records++;
-      next->bytes += RowBytes(r, hdr.size());
       next->appended_total++;
+      if (enc.data().size() >= kBlockMaxBytes)
+        if (auto st = flush(); !st.ok()) return st;
     }
   }
+  if (auto st = flush(); !st.ok()) return st;
   return WriteCounters(*next);
 }
 
-// Deletes every record with seq <= cutoff_seq inside the open transaction. Records above the
-// smallest cursor count as dropped for `reason`; those at or below it were delivered (trimmed).
+// Deletes every batch row that ends at or before cutoff_seq inside the open transaction (a row
+// that straddles the cutoff stays). Records above the smallest cursor count as dropped for
+// `reason`; those at or below it were delivered (trimmed).
 Status Buffer::Impl::DeleteUpTo(uint64_t cutoff_seq, std::string_view reason, State* next) {
   uint64_t delivered = next->MinCursor();
+  // Rows hold consecutive seqs, so a row's undelivered records are
+  // last_seq - max(first_seq - 1, delivered) when positive.
   auto q =
-      W("SELECT count(*), ifnull(sum((length(source)+length(key)+length(topic)+length(payload)+"
-        "ifnull(length(headers),0)+8)),0), ifnull(sum(seq > ?2),0) FROM records WHERE seq <= ?1");
+      W("SELECT ifnull(sum(last_seq - first_seq + 1),0), ifnull(sum(bytes),0), "
+        "ifnull(sum(max(0, last_seq - max(first_seq - 1, ?2))),0) FROM batches "
+        "WHERE first_seq <= ?1 AND last_seq <= ?1");
   if (!q.ok()) return q.status();
   (*q)->Bind(1, static_cast<int64_t>(cutoff_seq));
   (*q)->Bind(2, static_cast<int64_t>(delivered));
@@ -758,29 +1046,27 @@ Status Buffer::Impl::DeleteUpTo(uint64_t cutoff_seq, std::string_view reason, St
   auto undelivered = static_cast<uint64_t>((*q)->Int(2));
   (*q)->Reset();
   if (n == 0) return Status::Ok();
-  auto del = W("DELETE FROM records WHERE seq <= ?");
+  auto del = W("DELETE FROM batches WHERE first_seq <= ?1 AND last_seq <= ?1");
   if (!del.ok()) return del.status();
   (*del)->Bind(1, static_cast<int64_t>(cutoff_seq));
-  if (auto st = (*del)->Run("delete records"); !st.ok()) return st;
+  if (auto st = (*del)->Run("delete batches"); !st.ok()) return st;
   next->records -= std::min(n, next->records);
   next->bytes -= std::min(bytes, next->bytes);
   if (undelivered > 0 && !reason.empty()) next->drops[std::string(reason)] += undelivered;
-  auto first = QueryInt(wdb_.get(), "SELECT ifnull(min(seq),0) FROM records");
+  auto first = QueryInt(wdb_.get(), "SELECT ifnull(min(first_seq),0) FROM batches");
   if (!first.ok()) return first.status();
   next->first_seq = *first;
   space_changed_ = true;
   return Status::Ok();
 }
 
-// One transaction that drops the oldest records until `need_bytes` (logical) are freed.
+// One transaction that drops the oldest batch rows until `need_bytes` (logical) are freed.
 Status Buffer::Impl::DropOldest(uint64_t need_bytes, uint64_t* dropped) {
   *dropped = 0;
   if (auto st = Begin(); !st.ok()) return st;
   State next = committed_;
   uint64_t cutoff = 0, acc = 0;
-  static const std::string kScan =
-      std::string("SELECT seq, ") + kRowBytesSql + " FROM records ORDER BY seq";
-  auto scan = W(kScan.c_str());
+  auto scan = W("SELECT last_seq, bytes FROM batches ORDER BY first_seq");
   if (!scan.ok()) {
     Rollback();
     return scan.status();
@@ -804,28 +1090,29 @@ Status Buffer::Impl::DropOldest(uint64_t need_bytes, uint64_t* dropped) {
 }
 
 // Deletes every record with seq <= cutoff_seq in transactions of at most wal_budget / 8 logical
-// bytes each: deleting a row rewrites its page, so one big delete would put the whole range into
-// the WAL at once and break max_bytes. Each commit checkpoints when the WAL has grown.
+// bytes each: deleting a row rewrites its pages, so one big delete would put the whole range into
+// the WAL at once and break max_bytes. Each commit checkpoints when the WAL has grown. Whole rows
+// go; for a delivered trim (`reason` empty) a row that straddles the cutoff is then rewritten
+// without its delivered records (RewriteStraddling). Callers with a reason pass a row's end.
 Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason) {
-  static const std::string kScan =
-      std::string("SELECT seq, ") + kRowBytesSql + " FROM records WHERE seq <= ? ORDER BY seq";
   while (committed_.first_seq != 0 && committed_.first_seq <= cutoff_seq) {
     if (auto st = Begin(); !st.ok()) return st;
     uint64_t chunk = 0, acc = 0;
-    auto scan = W(kScan.c_str());
+    auto scan = W("SELECT last_seq, bytes FROM batches WHERE first_seq <= ? ORDER BY first_seq");
     if (!scan.ok()) {
       Rollback();
       return scan.status();
     }
     (*scan)->Bind(1, static_cast<int64_t>(cutoff_seq));
-    while (acc < wal_budget_ / 8 && (*scan)->Step() == SQLITE_ROW) {
+    while (acc < wal_budget_ / 8 && (*scan)->Step() == SQLITE_ROW &&
+           static_cast<uint64_t>((*scan)->Int(0)) <= cutoff_seq) {
       chunk = (*scan)->Int(0);
       acc += (*scan)->Int(1);
     }
     (*scan)->Reset();
-    if (chunk == 0) {  // nothing at or below the cutoff after all
+    if (chunk == 0) {  // no whole row at or below the cutoff (any more)
       Rollback();
-      return Status::Ok();
+      return reason.empty() ? RewriteStraddling(cutoff_seq) : Status::Ok();
     }
     State next = committed_;
     Status st = DeleteUpTo(chunk, reason, &next);
@@ -836,6 +1123,65 @@ Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason) {
       return st;
     }
   }
+  return Status::Ok();
+}
+
+// The oldest row holds delivered records (seq <= cutoff_seq) and undelivered ones: replaces it,
+// in one transaction, by a row of the undelivered ones only, so records/bytes/first_seq stay
+// exact and the space of delivered records is freed as in format 1. Costs at most one row
+// (kBlockMaxBytes) of writes per cursor commit.
+Status Buffer::Impl::RewriteStraddling(uint64_t cutoff_seq) {
+  if (auto st = Begin(); !st.ok()) return st;
+  State next = committed_;
+  auto rollback = [&](Status st) {
+    Rollback();
+    return st;
+  };
+  auto sel = W(
+      "SELECT first_seq, last_seq, ingest_ms, codec, data FROM batches ORDER BY first_seq LIMIT 1");
+  if (!sel.ok()) return rollback(sel.status());
+  int rc = (*sel)->Step();
+  if (rc != SQLITE_ROW) {
+    (*sel)->Reset();
+    return rollback(rc == SQLITE_DONE ? Status::Ok() : sql::ToStatus(rc, wdb_.get(), "read row"));
+  }
+  auto first = static_cast<uint64_t>((*sel)->Int(0));
+  auto last = static_cast<uint64_t>((*sel)->Int(1));
+  int64_t ingest = (*sel)->Int(2);
+  if (!(first <= cutoff_seq && cutoff_seq < last)) {  // nothing straddles
+    (*sel)->Reset();
+    return rollback(Status::Ok());
+  }
+  uint64_t row_bytes = 0;
+  auto recs = DecodeRow(first, last, ingest, (*sel)->Int(3), (*sel)->View(4), &row_bytes);
+  (*sel)->Reset();
+  if (!recs.ok()) return rollback(recs.status());
+  BlockEncoder enc(ingest);
+  std::string hdr;
+  for (const auto& sr : *recs)
+    if (sr.seq > cutoff_seq) enc.Add(sr.record, &hdr);
+  auto del = W("DELETE FROM batches WHERE first_seq = ?");
+  if (!del.ok()) return rollback(del.status());
+  (*del)->Bind(1, static_cast<int64_t>(first));
+  if (auto st = (*del)->Run("delete straddling row"); !st.ok()) return rollback(st);
+  auto ins =
+      W("INSERT INTO batches(first_seq, last_seq, ingest_ms, bytes, codec, data) "
+        "VALUES(?,?,?,?,0,?)");
+  if (!ins.ok()) return rollback(ins.status());
+  (*ins)->Bind(1, static_cast<int64_t>(cutoff_seq + 1));
+  (*ins)->Bind(2, static_cast<int64_t>(last));
+  (*ins)->Bind(3, ingest);
+  (*ins)->Bind(4, static_cast<int64_t>(enc.bytes()));
+  (*ins)->BindBlobStatic(5, enc.data());
+  if (auto st = (*ins)->Run("rewrite straddling row"); !st.ok()) return rollback(st);
+  uint64_t gone = cutoff_seq - first + 1;
+  next.records -= std::min(gone, next.records);
+  next.bytes -= std::min(row_bytes - enc.bytes(), next.bytes);
+  next.first_seq = cutoff_seq + 1;
+  space_changed_ = true;
+  Status st = WriteCounters(next);
+  if (st.ok()) st = Commit(&next);
+  if (!st.ok()) return rollback(st);
   return Status::Ok();
 }
 
@@ -1079,10 +1425,10 @@ void Buffer::Impl::Housekeeping() {
   if (cfg_.max_age_s > 0 && now - last_age_check_ >= std::chrono::seconds(1)) {
     last_age_check_ = now;
     int64_t cutoff_ms = clock_->NowUnixMs() - static_cast<int64_t>(cfg_.max_age_s) * 1000;
-    // Ingest times grow with seq (one writer stamps them), so the expired records are a prefix:
-    // walk it from the oldest and stop at the first young one.
+    // Ingest times grow with seq (one writer stamps them, one per batch row), so the expired
+    // records are a prefix of whole rows: walk it from the oldest and stop at the first young one.
     uint64_t cutoff_seq = 0;
-    if (auto q = W("SELECT seq, ingest_ms FROM records ORDER BY seq"); q.ok()) {
+    if (auto q = W("SELECT last_seq, ingest_ms FROM batches ORDER BY first_seq"); q.ok()) {
       while ((*q)->Step() == SQLITE_ROW && (*q)->Int(1) < cutoff_ms) cutoff_seq = (*q)->Int(0);
       (*q)->Reset();
     }
@@ -1278,23 +1624,54 @@ Result<std::vector<StoredRecord>> Buffer::ReadAfter(uint64_t after_seq, size_t m
   std::vector<StoredRecord> out;
   if (max_records == 0) return out;
   std::lock_guard lk(impl_->rmu_);
-  auto st = impl_->ReadStmt(std::string("SELECT ") + kRecordColumns +
-                            " FROM records WHERE seq > ? ORDER BY seq LIMIT ?");
+  auto st = impl_->ReadStmt(std::string("SELECT first_seq, last_seq, ingest_ms, codec, data") +
+                            kRowsAfterWhere + "ORDER BY first_seq");
   if (!st.ok()) return st.status();
   sql::Stmt* s = *st;
   s->Bind(1, static_cast<int64_t>(std::min<uint64_t>(after_seq, INT64_MAX)));
-  s->Bind(2, static_cast<int64_t>(std::min<uint64_t>(max_records, INT64_MAX)));
   size_t bytes = 0;
+  bool full = false;
+  Status bad;
   int rc;
-  while ((rc = s->Step()) == SQLITE_ROW) {
-    auto n = static_cast<size_t>(sqlite3_column_bytes(s->get(), 7));
-    if (!out.empty() && bytes + n > max_bytes) break;
-    bytes += n;
-    out.push_back(ReadRow(*s, 0));
+  Record r;
+  while (!full && (rc = s->Step()) == SQLITE_ROW) {
+    auto first = static_cast<uint64_t>(s->Int(0));
+    auto last = static_cast<uint64_t>(s->Int(1));
+    if (last <= after_seq) continue;  // the row holding after_seq ends there
+    int64_t ingest = s->Int(2);
+    auto damaged = [&] {
+      return Status::Corruption("buffer " + impl_->cfg_.path + ": batch row at seq " +
+                                std::to_string(first) + " is damaged");
+    };
+    if (s->Int(3) != kCodecRaw || last < first) {
+      bad = damaged();
+      break;
+    }
+    // Records up to after_seq are decoded and skipped (each one is the base of the next).
+    BlockDecoder dec(s->View(4), ingest);
+    for (uint64_t seq = first; seq <= last; ++seq) {
+      uint64_t logical = 0;
+      if (!dec.Next(&r, &logical)) {
+        bad = damaged();
+        break;
+      }
+      if (seq <= after_seq) continue;
+      if (!out.empty() && bytes + r.payload.size() > max_bytes) {
+        full = true;
+        break;
+      }
+      bytes += r.payload.size();
+      out.push_back({seq, ingest, r});
+      if (out.size() == max_records) {
+        full = true;
+        break;
+      }
+    }
+    if (!bad.ok()) break;
   }
   s->Reset();  // ends the read transaction now: never hold the WAL back
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-    return sql::ToStatus(rc, impl_->rdb_.get(), "read records");
+  if (!bad.ok()) return bad;
+  if (!full && rc != SQLITE_DONE) return sql::ToStatus(rc, impl_->rdb_.get(), "read records");
   return out;
 }
 
@@ -1338,7 +1715,8 @@ Stats Buffer::GetStats() {
   {
     std::lock_guard lk(impl_->rmu_);
     auto c = s.cursors.find(kForwarderCursor);
-    if (auto r = OldestUndeliveredIngestMs(impl_->rdb_.get(), c == s.cursors.end() ? 0 : c->second);
+    if (auto r = OldestUndeliveredIngestMs(impl_->rdb_.get(), c == s.cursors.end() ? 0 : c->second,
+                                           kFormatVersion);
         r.ok())
       oldest = *r;
   }
@@ -1399,7 +1777,7 @@ Result<Stats> ReadStats(const std::string& path, Clock* clock) {
   int64_t oldest = 0;
   if (st.ok()) {
     auto c = s.cursors.find(kForwarderCursor);
-    auto r = OldestUndeliveredIngestMs(db->get(), c == s.cursors.end() ? 0 : c->second);
+    auto r = OldestUndeliveredIngestMs(db->get(), c == s.cursors.end() ? 0 : c->second, s.format);
     if (r.ok())
       oldest = *r;
     else

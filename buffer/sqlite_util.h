@@ -109,6 +109,12 @@ class Stmt {
     int n = sqlite3_column_bytes(s_, col);
     return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), n);
   }
+  // The column's bytes without a copy: valid until the next Step() or Reset().
+  std::string_view View(int col) const {
+    const void* p = sqlite3_column_blob(s_, col);
+    int n = sqlite3_column_bytes(s_, col);
+    return p == nullptr ? std::string_view() : std::string_view(static_cast<const char*>(p), n);
+  }
   sqlite3_stmt* get() const { return s_; }
 
  private:
