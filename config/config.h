@@ -86,7 +86,7 @@ struct MqttInputConfig {
   int version = 5;                // 3 (3.1.1) or 5
   std::string username;
   std::string password;  // from "password", "password_file" or "password_env"
-  // Set after load iff the file has a tls object or any URI is ssl://, mqtts:// or wss:// (then
+  // Set after load iff the file has a tls object or any URI is ssl:// or mqtts:// (then
   // with defaults: system CA store, verify_hostname). tls with a tcp:// URI is a config error.
   std::optional<TlsConfig> tls;
   uint32_t session_expiry_s = 7 * 24 * 3600;  // MQTT 5; 3.1.1 uses clean_session=false

@@ -41,7 +41,7 @@ void AddStringConstraints(const Key& k, Json* s) {
           std::string(kVarAlt) + "^(\\[[0-9A-Fa-f:.]+\\]|[^\\s:/\\[\\]@]+):[0-9]{1,5}$";
       break;
     case Check::kMqttUri:
-      (*s)["pattern"] = std::string(kVarAlt) + "^(tcp|ssl|mqtt|mqtts|ws|wss)://[^\\s/@]+(/.*)?$";
+      (*s)["pattern"] = std::string(kVarAlt) + "^(tcp|ssl|mqtt|mqtts)://[^\\s/@]+(/.*)?$";
       break;
     case Check::kTopicTemplate:
       (*s)["pattern"] = std::string(kVarAlt) + "^([A-Za-z0-9._-]|\\{(device|input|topic)\\})+$";
@@ -227,7 +227,7 @@ std::string Allowed(const Key& k) {
       check = "`host:port`";
       break;
     case Check::kMqttUri:
-      check = "`tcp://` `ssl://` `mqtt://` `mqtts://` `ws://` `wss://` URI";
+      check = "`tcp://` `ssl://` `mqtt://` `mqtts://` URI";
       break;
     case Check::kMqttFilter:
       check = "MQTT topic filter";

@@ -222,7 +222,7 @@ std::string StringPhrase(const Key& k) {
       return "\"host:port\" with a port from 1 to 65535";
     case Check::kMqttUri:
       return "a broker URI like \"tcp://host:1883\" or \"ssl://host:8883\" (schemes tcp, ssl, "
-             "mqtt, mqtts, ws, wss)";
+             "mqtt, mqtts)";
     case Check::kMqttFilter:
       return "an MQTT topic filter";
     case Check::kTopicPattern:
@@ -389,8 +389,7 @@ bool ValidHostPort(const std::string& s) {
 }
 
 bool ValidMqttUri(const std::string& s) {
-  static const std::vector<std::string> kSchemes = {"tcp://",   "ssl://", "mqtt://",
-                                                    "mqtts://", "ws://",  "wss://"};
+  static const std::vector<std::string> kSchemes = {"tcp://", "ssl://", "mqtt://", "mqtts://"};
   for (const std::string& scheme : kSchemes) {
     if (!s.starts_with(scheme)) continue;
     std::string rest = s.substr(scheme.size());
@@ -517,7 +516,14 @@ bool CheckString(const Key& k, const std::string& s, const std::string& path, Lo
       if (!ValidHostPort(s)) problem = "expected " + StringPhrase(k) + ", found " + Quote(s);
       break;
     case Check::kMqttUri:
-      if (!ValidMqttUri(s)) problem = "expected " + StringPhrase(k) + ", found " + Quote(s);
+      if (s.starts_with("ws://") || s.starts_with("wss://")) {
+        // The MQTT input's own client (sensors/) speaks MQTT over TCP and TLS only.
+        problem = "MQTT over WebSockets is not supported: use tcp:// or ssl:// (mqtt://, "
+                  "mqtts://), found " +
+                  Quote(s);
+      } else if (!ValidMqttUri(s)) {
+        problem = "expected " + StringPhrase(k) + ", found " + Quote(s);
+      }
       break;
     case Check::kMqttFilter:
       if (std::string why = MqttFilterProblem(s); !why.empty()) {

@@ -46,7 +46,7 @@ constexpr double kMaxU32 = 4294967295.0;
 // Cross-key checks and derived values.
 
 bool IsTlsUri(const std::string& uri) {
-  return uri.starts_with("ssl://") || uri.starts_with("mqtts://") || uri.starts_with("wss://");
+  return uri.starts_with("ssl://") || uri.starts_with("mqtts://");
 }
 
 void FinishTls(void* obj, SectionState& s) {
@@ -112,7 +112,7 @@ void FinishMqtt(InputConfig& in, SectionState& s) {
       } else if (m.tls.has_value()) {
         s.Error(s.PathOf("uris") + "/" + std::to_string(i),
                 Quote(m.uris[i]) + " is not encrypted but " + s.PathOf("tls") +
-                    " is set; use ssl:// or mqtts:// (wss:// for websockets)");
+                    " is set; use ssl:// or mqtts://");
       }
     }
     if (any_tls && !m.tls.has_value()) m.tls.emplace();
@@ -434,7 +434,7 @@ Section MakeTls() {
   Section s{.pointer = "/inputs/*/tls",
             .title = "inputs[].tls",
             .description =
-                "TLS for an MQTT input (only with ssl://, mqtts:// or wss:// URIs; "
+                "TLS for an MQTT input (only with ssl:// or mqtts:// URIs; "
                 "such URIs without a tls object use the system CA store).",
             .keys = {},
             .finish = FinishTls};
@@ -539,7 +539,7 @@ Section MakeInput(const Section* tls, const Section* subscription) {
       {.name = "uris",
        .type = Type::kStringList,
        .description = "Broker URIs, tried in order (failover): tcp://host:port, ssl://host:port "
-                      "(also mqtt://, mqtts://, ws://, wss://).",
+                      "(also mqtt://, mqtts://; WebSockets are not supported).",
        .required = true,
        .minimum = 1,
        .maximum = 16,

@@ -36,7 +36,7 @@ enum class Check {
   kNone,
   kName,           // [A-Za-z0-9._-]{1,64}: ends up in Kafka topics, keys and headers
   kHostPort,       // "host:port" or "[v6addr]:port", port 1..65535
-  kMqttUri,        // tcp:// ssl:// mqtt:// mqtts:// ws:// wss:// host[:port]
+  kMqttUri,        // tcp:// ssl:// mqtt:// mqtts:// host[:port] (ws:// wss:// refused by name)
   kMqttFilter,     // MQTT topic filter, "$share/group/filter" allowed
   kTopicPattern,   // MQTT topic levels with {name} captures, + and # (see sensors/)
   kTopicTemplate,  // Kafka topic: [A-Za-z0-9._-] and {device} {input} {topic}
