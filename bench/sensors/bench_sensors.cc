@@ -130,6 +130,14 @@ double EdgeferryRate(const rig::Mosquitto& broker, int n, size_t payload, ef::co
   while ((*in)->Stats().accepted < static_cast<uint64_t>(n)) std::this_thread::sleep_for(1ms);
   double rate = (n - 1) / Seconds(Clock::now() - start);
   (*in)->Stop();
+  // The figure counts only if exactly the n messages were stored once (no redelivery inflated
+  // it): say so otherwise.
+  ef::sensors::InputStats st = (*in)->Stats();
+  uint64_t stored = (*buf)->GetStats().last_seq;
+  if (stored != static_cast<uint64_t>(n) || st.errors != 0 || st.accepted != stored) {
+    fmt::print("  !! check failed: {} stored, {} accepted, {} errors for {} published\n", stored,
+               st.accepted, st.errors, n);
+  }
   return rate;
 }
 
