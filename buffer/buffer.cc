@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -33,6 +34,10 @@ constexpr int64_t kPageSize = 4096;
 // chain overhead small (FORMAT.md, "Batch rows").
 constexpr size_t kBlockMaxBytes = 32 << 10;
 constexpr int64_t kCodecRaw = 0;
+constexpr int64_t kCodecZstd = 1;
+// zstd's fastest regular level: JSON readings shrink about as much as at level 3, at a fraction of
+// the CPU (measured: FORMAT.md, "Costs").
+constexpr int kZstdLevel = 1;
 
 constexpr const char* kBatchesTable = R"sql(
 CREATE TABLE IF NOT EXISTS batches(
@@ -213,6 +218,66 @@ class BlockDecoder {
   bool first_ = true;
 };
 
+struct ZstdCCtxFree {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct ZstdDCtxFree {
+  void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
+};
+using ZstdCCtxPtr = std::unique_ptr<ZSTD_CCtx, ZstdCCtxFree>;
+using ZstdDCtxPtr = std::unique_ptr<ZSTD_DCtx, ZstdDCtxFree>;
+
+// Chooses how a block is stored: zstd when that saves at least an eighth, else as it is (already
+// compressed or random payloads). Not thread-safe: one per thread that writes rows.
+class BlockPacker {
+ public:
+  // Returns the codec; *stored is the bytes to store, valid until the next Pack or until `block`
+  // changes.
+  int64_t Pack(const std::string& block, std::string_view* stored) {
+    if (!cctx_) cctx_.reset(ZSTD_createCCtx());
+    if (cctx_) {
+      buf_.resize(ZSTD_compressBound(block.size()));
+      size_t n = ZSTD_compressCCtx(cctx_.get(), buf_.data(), buf_.size(), block.data(),
+                                   block.size(), kZstdLevel);
+      if (!ZSTD_isError(n) && n < block.size() - block.size() / 8) {
+        *stored = std::string_view(buf_.data(), n);
+        return kCodecZstd;
+      }
+    }
+    *stored = block;  // no context (out of memory) or not worth it: store as it is
+    return kCodecRaw;
+  }
+
+ private:
+  ZstdCCtxPtr cctx_;
+  std::string buf_;
+};
+
+// Turns a stored block back into the block: as it is (codec 0) or decompressed into *scratch.
+// `max_size` bounds the decompressed size (a damaged frame must not allocate without limit).
+// False if the codec is unknown or the data is damaged.
+bool UnpackBlock(ZSTD_DCtx* dctx, int64_t codec, std::string_view stored, uint64_t max_size,
+                 std::string* scratch, std::string_view* block) {
+  if (codec == kCodecRaw) {
+    *block = stored;
+    return true;
+  }
+  if (codec != kCodecZstd || dctx == nullptr) return false;
+  unsigned long long size = ZSTD_getFrameContentSize(stored.data(), stored.size());
+  if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR || size > max_size)
+    return false;
+  scratch->resize(size);
+  size_t n =
+      ZSTD_decompressDCtx(dctx, scratch->data(), scratch->size(), stored.data(), stored.size());
+  if (ZSTD_isError(n) || n != size) return false;
+  *block = *scratch;
+  return true;
+}
+
+// The largest a block of `count` records of `bytes` logical bytes can be: per record a flags
+// byte, a 10-byte varint and five length varints of at most 5 bytes each beyond the bytes.
+uint64_t MaxBlockSize(uint64_t bytes, uint64_t count) { return bytes + 36 * count; }
+
 // Reads a dead_letters row's record columns (seq, ingest_ms, event_ms, source, key, topic,
 // headers, payload) starting at column `c`.
 StoredRecord ReadRow(const sql::Stmt& st, int c) {
@@ -230,15 +295,20 @@ StoredRecord ReadRow(const sql::Stmt& st, int c) {
 
 // Decodes every record of a batch row. Corruption if the block does not hold exactly
 // last_seq - first_seq + 1 records.
-Result<std::vector<StoredRecord>> DecodeRow(uint64_t first_seq, uint64_t last_seq,
-                                            int64_t ingest_ms, int64_t codec, std::string_view data,
-                                            uint64_t* logical_bytes) {
+Result<std::vector<StoredRecord>> DecodeRow(ZSTD_DCtx* dctx, uint64_t first_seq, uint64_t last_seq,
+                                            int64_t ingest_ms, int64_t codec, uint64_t row_bytes,
+                                            std::string_view data, uint64_t* logical_bytes) {
   std::vector<StoredRecord> out;
   auto damaged = [&] {
     return Status::Corruption("batch row at seq " + std::to_string(first_seq) + " is damaged");
   };
-  if (codec != kCodecRaw || last_seq < first_seq) return damaged();
-  BlockDecoder dec(data, ingest_ms);
+  std::string scratch;
+  std::string_view block;
+  if (last_seq < first_seq ||
+      !UnpackBlock(dctx, codec, data, MaxBlockSize(row_bytes, last_seq - first_seq + 1), &scratch,
+                   &block))
+    return damaged();
+  BlockDecoder dec(block, ingest_ms);
   Record r;
   *logical_bytes = 0;
   for (uint64_t seq = first_seq; seq <= last_seq; ++seq) {
@@ -477,6 +547,8 @@ class Buffer::Impl {
   std::mutex rmu_;
   sql::DbPtr rdb_;
   std::map<std::string, sql::Stmt> read_;
+  ZstdDCtxPtr read_dctx_{ZSTD_createDCtx()};
+  std::string read_scratch_;
   Result<sql::Stmt*> ReadStmt(const std::string& sql);
 
   config::BufferConfig cfg_;
@@ -529,6 +601,8 @@ class Buffer::Impl {
   uint64_t group_max_bytes_ = 0;
   RateLimiter log_limit_{std::chrono::seconds(30)};
   int64_t found_format_ = 0;  // the format CreateOrCheck found (1: Migrate() must run)
+  BlockPacker packer_;        // writer thread (and Open, before it starts)
+  ZstdDCtxPtr write_dctx_{ZSTD_createDCtx()};
   std::thread writer_;
 };
 
@@ -737,7 +811,7 @@ Status Buffer::Impl::Migrate() {
     auto ins = sql::Stmt::Prepare(
         d,
         "INSERT INTO batches(first_seq, last_seq, ingest_ms, bytes, codec, data) "
-        "VALUES(?,?,?,?,0,?)");
+        "VALUES(?,?,?,?,?,?)");
     if (st.ok() && !ins.ok()) st = ins.status();
     std::string hdr;
     for (size_t i = 0; st.ok() && i < chunk.size();) {
@@ -754,7 +828,9 @@ Status Buffer::Impl::Migrate() {
       ins->Bind(2, static_cast<int64_t>(chunk[j - 1].seq));
       ins->Bind(3, chunk[i].ingest_time_ms);
       ins->Bind(4, static_cast<int64_t>(enc.bytes()));
-      ins->BindBlobStatic(5, enc.data());
+      std::string_view stored;
+      ins->Bind(5, packer_.Pack(enc.data(), &stored));
+      ins->BindBlobStatic(6, stored);
       st = ins->Run("insert migrated batch");
       rows++;
       i = j;
@@ -989,7 +1065,7 @@ bool Buffer::Impl::DbAtLimit() {
 Status Buffer::Impl::InsertGroup(const std::vector<Op*>& group, State* next) {
   auto ins =
       W("INSERT INTO batches(first_seq, last_seq, ingest_ms, bytes, codec, data) "
-        "VALUES(?,?,?,?,0,?)");
+        "VALUES(?,?,?,?,?,?)");
   if (!ins.ok()) return ins.status();
   sql::Stmt* s = *ins;
   int64_t now = clock_->NowUnixMs();
@@ -1002,7 +1078,9 @@ Status Buffer::Impl::InsertGroup(const std::vector<Op*>& group, State* next) {
     s->Bind(2, static_cast<int64_t>(next->last_seq));
     s->Bind(3, now);
     s->Bind(4, static_cast<int64_t>(enc.bytes()));
-    s->BindBlobStatic(5, enc.data());  // enc outlives the step
+    std::string_view stored;
+    s->Bind(5, packer_.Pack(enc.data(), &stored));
+    s->BindBlobStatic(6, stored);  // enc and packer_ outlive the step
     Status st = s->Run("insert batch");
     next->bytes += enc.bytes();
     enc.Clear();
@@ -1060,13 +1138,15 @@ Status Buffer::Impl::DeleteUpTo(uint64_t cutoff_seq, std::string_view reason, St
   return Status::Ok();
 }
 
-// One transaction that drops the oldest batch rows until `need_bytes` (logical) are freed.
+// One transaction that drops the oldest batch rows until `need_bytes` of stored (compressed) row
+// data are freed: the file holds stored bytes, and the group waiting for room needs at most its
+// logical size.
 Status Buffer::Impl::DropOldest(uint64_t need_bytes, uint64_t* dropped) {
   *dropped = 0;
   if (auto st = Begin(); !st.ok()) return st;
   State next = committed_;
   uint64_t cutoff = 0, acc = 0;
-  auto scan = W("SELECT last_seq, bytes FROM batches ORDER BY first_seq");
+  auto scan = W("SELECT last_seq, length(data) FROM batches ORDER BY first_seq");
   if (!scan.ok()) {
     Rollback();
     return scan.status();
@@ -1089,7 +1169,7 @@ Status Buffer::Impl::DropOldest(uint64_t need_bytes, uint64_t* dropped) {
   return Status::Ok();
 }
 
-// Deletes every record with seq <= cutoff_seq in transactions of at most wal_budget / 8 logical
+// Deletes every record with seq <= cutoff_seq in transactions of at most wal_budget / 8 stored
 // bytes each: deleting a row rewrites its pages, so one big delete would put the whole range into
 // the WAL at once and break max_bytes. Each commit checkpoints when the WAL has grown. Whole rows
 // go; for a delivered trim (`reason` empty) a row that straddles the cutoff is then rewritten
@@ -1098,7 +1178,8 @@ Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason) {
   while (committed_.first_seq != 0 && committed_.first_seq <= cutoff_seq) {
     if (auto st = Begin(); !st.ok()) return st;
     uint64_t chunk = 0, acc = 0;
-    auto scan = W("SELECT last_seq, bytes FROM batches WHERE first_seq <= ? ORDER BY first_seq");
+    auto scan =
+        W("SELECT last_seq, length(data) FROM batches WHERE first_seq <= ? ORDER BY first_seq");
     if (!scan.ok()) {
       Rollback();
       return scan.status();
@@ -1137,8 +1218,9 @@ Status Buffer::Impl::RewriteStraddling(uint64_t cutoff_seq) {
     Rollback();
     return st;
   };
-  auto sel = W(
-      "SELECT first_seq, last_seq, ingest_ms, codec, data FROM batches ORDER BY first_seq LIMIT 1");
+  auto sel =
+      W("SELECT first_seq, last_seq, ingest_ms, codec, bytes, data FROM batches ORDER BY first_seq "
+        "LIMIT 1");
   if (!sel.ok()) return rollback(sel.status());
   int rc = (*sel)->Step();
   if (rc != SQLITE_ROW) {
@@ -1153,7 +1235,8 @@ Status Buffer::Impl::RewriteStraddling(uint64_t cutoff_seq) {
     return rollback(Status::Ok());
   }
   uint64_t row_bytes = 0;
-  auto recs = DecodeRow(first, last, ingest, (*sel)->Int(3), (*sel)->View(4), &row_bytes);
+  auto recs = DecodeRow(write_dctx_.get(), first, last, ingest, (*sel)->Int(3), (*sel)->Int(4),
+                        (*sel)->View(5), &row_bytes);
   (*sel)->Reset();
   if (!recs.ok()) return rollback(recs.status());
   BlockEncoder enc(ingest);
@@ -1166,13 +1249,15 @@ Status Buffer::Impl::RewriteStraddling(uint64_t cutoff_seq) {
   if (auto st = (*del)->Run("delete straddling row"); !st.ok()) return rollback(st);
   auto ins =
       W("INSERT INTO batches(first_seq, last_seq, ingest_ms, bytes, codec, data) "
-        "VALUES(?,?,?,?,0,?)");
+        "VALUES(?,?,?,?,?,?)");
   if (!ins.ok()) return rollback(ins.status());
   (*ins)->Bind(1, static_cast<int64_t>(cutoff_seq + 1));
   (*ins)->Bind(2, static_cast<int64_t>(last));
   (*ins)->Bind(3, ingest);
   (*ins)->Bind(4, static_cast<int64_t>(enc.bytes()));
-  (*ins)->BindBlobStatic(5, enc.data());
+  std::string_view stored;
+  (*ins)->Bind(5, packer_.Pack(enc.data(), &stored));
+  (*ins)->BindBlobStatic(6, stored);
   if (auto st = (*ins)->Run("rewrite straddling row"); !st.ok()) return rollback(st);
   uint64_t gone = cutoff_seq - first + 1;
   next.records -= std::min(gone, next.records);
@@ -1624,8 +1709,9 @@ Result<std::vector<StoredRecord>> Buffer::ReadAfter(uint64_t after_seq, size_t m
   std::vector<StoredRecord> out;
   if (max_records == 0) return out;
   std::lock_guard lk(impl_->rmu_);
-  auto st = impl_->ReadStmt(std::string("SELECT first_seq, last_seq, ingest_ms, codec, data") +
-                            kRowsAfterWhere + "ORDER BY first_seq");
+  auto st =
+      impl_->ReadStmt(std::string("SELECT first_seq, last_seq, ingest_ms, codec, bytes, data") +
+                      kRowsAfterWhere + "ORDER BY first_seq");
   if (!st.ok()) return st.status();
   sql::Stmt* s = *st;
   s->Bind(1, static_cast<int64_t>(std::min<uint64_t>(after_seq, INT64_MAX)));
@@ -1643,12 +1729,16 @@ Result<std::vector<StoredRecord>> Buffer::ReadAfter(uint64_t after_seq, size_t m
       return Status::Corruption("buffer " + impl_->cfg_.path + ": batch row at seq " +
                                 std::to_string(first) + " is damaged");
     };
-    if (s->Int(3) != kCodecRaw || last < first) {
+    std::string_view block;
+    if (last < first ||
+        !UnpackBlock(impl_->read_dctx_.get(), s->Int(3), s->View(5),
+                     MaxBlockSize(static_cast<uint64_t>(s->Int(4)), last - first + 1),
+                     &impl_->read_scratch_, &block)) {
       bad = damaged();
       break;
     }
     // Records up to after_seq are decoded and skipped (each one is the base of the next).
-    BlockDecoder dec(s->View(4), ingest);
+    BlockDecoder dec(block, ingest);
     for (uint64_t seq = first; seq <= last; ++seq) {
       uint64_t logical = 0;
       if (!dec.Next(&r, &logical)) {

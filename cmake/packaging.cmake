@@ -28,6 +28,7 @@ set(EDGEFERRY_DEB_SHLIBS
   "libpaho-mqtt3cs.so.1|libpaho-mqtt1.3|1.3.12"
   "libpaho-mqtt3c.so.1|libpaho-mqtt1.3|1.3.12"
   "libsqlite3.so.0|libsqlite3-0|3.40.1"
+  "libzstd.so.1|libzstd1|1.5.4"
   "libsystemd.so.0|libsystemd0|252"
   "libcpp-httplib.so.0.11|libcpp-httplib0.11|0.11.4"
   "libssl.so.3|libssl3|3.0.0"
