@@ -1,5 +1,8 @@
 #include "sensors/mqtt_session.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 #include <random>
 
@@ -70,6 +73,13 @@ void MqttSession::LogState(State s, const std::string& detail) {
 }
 
 void MqttSession::Run() {
+  // OpenSSL writes with write(2), not send(MSG_NOSIGNAL): a broker that closed the connection
+  // would raise SIGPIPE. Blocked on this thread it stays pending here and the write returns
+  // EPIPE, whatever the embedding process does with the signal.
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   std::mt19937 rng(std::random_device{}());
   const auto min_backoff = std::chrono::milliseconds(core_->cfg.reconnect_min_ms);
   const auto max_backoff = std::chrono::milliseconds(core_->cfg.reconnect_max_ms);
@@ -90,8 +100,8 @@ void MqttSession::Run() {
       awaiting_suback_ = false;
       transport_.Close();
       if (core_->Stopping()) break;
-      core_->Count(core_->errors_by_reason, core_->errors,
-                   append_failed_ ? "append_dropped_connection" : "connection_lost");
+      // An append failure is counted where it happened (append_<Code>); other ends count here.
+      if (!append_failed_) core_->Count(core_->errors_by_reason, core_->errors, "connection_lost");
       // A connection that had been up reconnects at once (backoff from the minimum); one that
       // ended because the buffer refused a batch backs off like failed attempts do.
       if (!append_failed_) backoff = min_backoff;
