@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <regex>
 #include <set>
 
@@ -380,7 +381,13 @@ TEST_CASE("SIGTERM with an MQTT message blocked on a full buffer: not acknowledg
                            {"uris", {mosq.uri()}},
                            {"subscriptions", {{{"filter", "plant/#"}, {"qos", 1}}}}});
   auto config = WriteConfig(dir, cfg);
-  const std::string payload = "held-message:" + std::string(400 << 10, 'x');
+  // Random bytes: the buffer compresses its rows, and a compressible payload would fit after all.
+  std::string payload = "held-message:";
+  std::mt19937_64 rng(20261123);
+  while (payload.size() < (400u << 10)) {
+    uint64_t v = rng();
+    payload.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
   BufferState full;
   {
     Daemon agent(dir, config);
