@@ -1,5 +1,7 @@
 #include "sensors/mqtt_transport.h"
 
+#include <openssl/crypto.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -356,3 +358,11 @@ bool Transport::WaitReadable(std::chrono::milliseconds timeout) {
 }
 
 }  // namespace edgeferry::sensors::mqtt
+
+namespace edgeferry::sensors {
+
+std::string MqttClientVersion() {
+  return std::string("built-in MQTT 3.1.1/5 client, ") + OpenSSL_version(OPENSSL_VERSION);
+}
+
+}  // namespace edgeferry::sensors

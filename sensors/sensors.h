@@ -69,6 +69,10 @@ Result<std::unique_ptr<Input>> CreateInput(const config::InputConfig& cfg,
                                            Clock* clock = SystemClock(),
                                            std::shared_ptr<SensorScheduler> scheduler = nullptr);
 
+// What the MQTT input is built on, for `edgeferry --version`: e.g. "built-in MQTT 3.1.1/5
+// client, OpenSSL 3.0.11 19 Sep 2023" (the OpenSSL found at run time).
+std::string MqttClientVersion();
+
 // "plant/{device}/+/{sensor}" against "plant/pump7/x/temp" -> {"device":"pump7","sensor":"temp"}.
 // `+` matches any one level, `#` (last) the rest; a literal level must be equal. Returns false
 // when the topic does not match the pattern. Exposed for tests and the agent's config check.

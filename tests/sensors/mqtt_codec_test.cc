@@ -9,6 +9,7 @@
 
 #include "sensors/mqtt_codec.h"
 #include "sensors/mqtt_transport.h"
+#include "sensors/sensors.h"
 
 namespace edgeferry::sensors::mqtt {
 namespace {
@@ -445,6 +446,12 @@ TEST_CASE("mqtt: broker URIs: schemes, default ports, IPv6, WebSockets refused")
     CHECK(r.status().message().find(bad) != std::string::npos);
   }
   CHECK(ParseBrokerUri("wss://h").status().message().find("WebSockets") != std::string::npos);
+}
+
+TEST_CASE("mqtt: the client version names the OpenSSL it runs with") {
+  std::string v = MqttClientVersion();
+  CHECK(v.find("MQTT 3.1.1/5") != std::string::npos);
+  CHECK(v.find("OpenSSL 3.") != std::string::npos);
 }
 
 }  // namespace
