@@ -1,5 +1,5 @@
 // The MQTT input (internal to sensors/; tests include it). See sensors/README.md, "MQTT input",
-// for the acknowledgement contract and what Paho allows.
+// for the acknowledgement contract; the client is sensors/mqtt_session.h.
 #pragma once
 
 #include <memory>

@@ -47,8 +47,9 @@ class Input {
   virtual void Stop() = 0;
   // Thread-safe.
   virtual InputStats Stats() const = 0;
-  // Moves while the input's loop is alive (for a watchdog): an MQTT input ticks on its
-  // supervisor loop and on every message; a sensor input on every scheduled read it starts.
+  // Moves while the input's loop is alive (for a watchdog): an MQTT input ticks every 100 ms on
+  // its ticker, on every pass of each connection's loop and on every message; a sensor input on
+  // every scheduled read it starts.
   virtual uint64_t ProgressTicks() const = 0;
 };
 
