@@ -1,12 +1,10 @@
 #include "agent/cli.h"
 
-#include <MQTTAsync.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
-#include <mqtt/async_client.h>
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -50,18 +48,6 @@ constexpr const char* kFooter =
     "  1  runtime failure (buffer cannot be opened, Kafka client cannot be created, I/O error)\n"
     "  2  bad config file or bad command line\n"
     "  3  no running agent (status, dead-letters: the agent is not running or has not run yet)";
-
-std::string PahoCVersion() {
-  for (MQTTAsync_nameValue* nv = MQTTAsync_getVersionInfo(); nv && nv->name; ++nv) {
-    if (std::string_view(nv->name) == "Version") return nv->value;
-  }
-  return "unknown";
-}
-
-std::string PahoCppVersion() {
-  uint32_t v = mqtt::VERSION;
-  return fmt::format("{}.{}.{}", (v >> 24) & 0xff, (v >> 16) & 0xff, (v >> 8) & 0xff);
-}
 
 // Loads and checks a config for a command; prints every error ("path: message", one per line)
 // on stderr. Returns nullopt when the config is unusable.
@@ -121,9 +107,9 @@ int CmdStatus(const std::string& path, const std::string& buffer_path, bool as_j
 }
 
 int CmdVersion() {
-  std::cout << fmt::format(
-      "edgeferry {}\nlibrdkafka {}\nSQLite {}\nPaho MQTT C {}\nPaho MQTT C++ {}\n", kVersion,
-      forwarder::LibrdkafkaVersion(), sqlite3_libversion(), PahoCVersion(), PahoCppVersion());
+  std::cout << fmt::format("edgeferry {}\nlibrdkafka {}\nSQLite {}\nzstd {}\n{}\n", kVersion,
+                           forwarder::LibrdkafkaVersion(), sqlite3_libversion(),
+                           buffer::ZstdVersion(), sensors::MqttClientVersion());
   return kExitOk;
 }
 

@@ -1882,4 +1882,6 @@ Result<Stats> ReadStats(const std::string& path, Clock* clock) {
   return out;
 }
 
+std::string ZstdVersion() { return ZSTD_versionString(); }
+
 }  // namespace edgeferry::buffer

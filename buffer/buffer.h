@@ -135,4 +135,7 @@ class Buffer final : public RecordSink, public RecordSource {
 // `edgeferry status`). Never writes, never recovers, never creates the file.
 Result<Stats> ReadStats(const std::string& path, Clock* clock = SystemClock());
 
+// The zstd library that compresses batch rows, as found at run time ("1.5.4"), for `version`.
+std::string ZstdVersion();
+
 }  // namespace edgeferry::buffer
