@@ -1,6 +1,9 @@
 // Heartbeat records and dead letters through the running daemon, against a real Kafka.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "buffer/buffer.h"
@@ -91,6 +94,78 @@ TEST_CASE("dead-letters: records Kafka refuses are listed and re-queued through 
     CHECK(e["id"] != ids[1]);
   }
   REQUIRE(agent.Terminate() == std::optional<int>(0));
+}
+
+TEST_CASE("sensors: a file the agent may not read fails only its sensor, counted as permission") {
+  namespace fs = std::filesystem;
+  rig::TempDir dir("edgeferry-perm");
+  const fs::path chip = dir.path() / "sys/class/hwmon/hwmon0";
+  fs::create_directories(chip);
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(chip / name) << text;
+  };
+  write("name", "board\n");
+  write("temp1_input", "41000\n");
+  write("temp2_input", "42000\n");
+  fs::permissions(chip / "temp2_input", fs::perms::none);
+  std::vector<std::string> run_as;
+  if (::geteuid() == 0) {
+    // Root reads any file, so the agent runs as nobody for the permission to apply (as the
+    // packaged unit runs it as its own user); nobody must be able to write its buffer.
+    run_as = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"};
+    for (fs::path p = dir.path(); p != p.parent_path(); p = p.parent_path()) {
+      if (p == dir.path()) {
+        fs::permissions(p, fs::perms::all);
+      } else if ((fs::status(p).permissions() & fs::perms::others_exec) == fs::perms::none) {
+        FAIL("the test directory's parent " << p << " is not searchable by other users");
+      }
+    }
+    for (const auto& e : fs::recursive_directory_iterator(dir.path() / "sys")) {
+      if (e.is_directory()) fs::permissions(e.path(), fs::perms::all);
+    }
+  }
+  json cfg = {{"device_id", "perm-dev"},
+              {"kafka", {{"brokers", {"127.0.0.1:1"}}}},  // nothing listens: records stay put
+              {"buffer", {{"path", (dir.path() / "buffer.db").string()}}},
+              {"inputs",
+               {{{"name", "board"},
+                 {"type", "hwmon"},
+                 {"interval_ms", 100},
+                 {"sysfs_root", (dir.path() / "sys").string()}}}}};
+  auto config = WriteConfig(dir, cfg);
+  Daemon agent(dir, config, {}, run_as);
+  std::string last;
+  REQUIRE_MESSAGE(rig::WaitFor(
+                      [&] {
+                        auto r = RunEdgeferry({"status", "-c", config.string(), "--json"});
+                        last = r.out + r.err;
+                        if (r.exit_code != 0) return false;
+                        const json in = json::parse(r.out)["inputs"][0];
+                        return in["accepted"].get<uint64_t>() >= 5 &&
+                               in["errors_by_reason"].value("permission", 0) >= 5;
+                      },
+                      30s),
+                  last << "\n"
+                       << agent.Log());
+  json in = json::parse(RunEdgeferry({"status", "-c", config.string(), "--json"}).out)["inputs"][0];
+  CHECK(in["state"] == "running");
+  CHECK(in["errors_by_reason"].size() == 1);  // permission only: the readable sensor never fails
+  REQUIRE(agent.Terminate(30s) == std::optional<int>(0));
+  const std::string log = agent.Log();
+  CHECK_MESSAGE(log.find("temp2_input: Permission denied") != std::string::npos, log);
+
+  config::BufferConfig bc;
+  bc.path = (dir.path() / "buffer.db").string();
+  auto buf = buffer::Buffer::Open(bc);
+  REQUIRE_MESSAGE(buf.ok(), buf.status().ToString());
+  auto got = (*buf)->ReadAfter(0, SIZE_MAX, SIZE_MAX);
+  REQUIRE(got.ok());
+  REQUIRE(got->size() >= 5);
+  for (const auto& r : *got) {
+    json reading = json::parse(r.record.payload);
+    CHECK(reading["sensor"] == "board/temp1");
+    CHECK(reading["value"].get<double>() == doctest::Approx(41.0));
+  }
 }
 
 }  // namespace

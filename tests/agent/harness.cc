@@ -58,7 +58,8 @@ json SimulatedConfig(const rig::TempDir& dir, const std::string& bootstrap,
              {"sensors", sensors}}}}};
 }
 
-Daemon::Daemon(const rig::TempDir& dir, const fs::path& config, const Env& env)
+Daemon::Daemon(const rig::TempDir& dir, const fs::path& config, const Env& env,
+               const std::vector<std::string>& run_as)
     : log_(dir / "agent.log") {
   rig::Process::Options o;
   o.env = env;
@@ -66,7 +67,8 @@ Daemon::Daemon(const rig::TempDir& dir, const fs::path& config, const Env& env)
   if (!o.env.count("NOTIFY_SOCKET")) o.env["NOTIFY_SOCKET"] = std::nullopt;
   if (!o.env.count("WATCHDOG_USEC")) o.env["WATCHDOG_USEC"] = std::nullopt;
   o.stdout_path = log_;
-  std::vector<std::string> argv = rig::EdgeferryCommand();
+  std::vector<std::string> argv = run_as;
+  for (std::string& a : rig::EdgeferryCommand()) argv.push_back(std::move(a));
   argv.insert(argv.end(), {"run", "-c", config.string()});
   process_ = rig::Process(argv, o);
 }

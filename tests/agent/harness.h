@@ -43,7 +43,9 @@ nlohmann::json SimulatedConfig(const rig::TempDir& dir, const std::string& boots
 // destructor if still running.
 class Daemon {
  public:
-  Daemon(const rig::TempDir& dir, const std::filesystem::path& config, const Env& env = {});
+  // `run_as`: a command prefix for the agent (e.g. setpriv to drop root), empty for none.
+  Daemon(const rig::TempDir& dir, const std::filesystem::path& config, const Env& env = {},
+         const std::vector<std::string>& run_as = {});
   rig::Process& process() { return process_; }
   std::string Log() const { return rig::ReadFile(log_); }
   // SIGTERM and wait; returns the exit code (nullopt on timeout).
