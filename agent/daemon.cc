@@ -483,27 +483,27 @@ bool Daemon::Reload() {
 }
 
 void Daemon::StopPipelineForReload(const sigset_t& signals) {
-  // Not cancelling blocked appends up front, on purpose: an MQTT input whose Append fails while
-  // stopping parks Paho's only receive thread for the process lifetime (sensors/README.md), so
-  // the new pipeline's MQTT inputs would receive nothing. A reload therefore waits for space,
-  // unless a stop signal comes in meanwhile.
+  // A reload must not wait for buffer space (when_full=block, Kafka down: that can be days), so
+  // appends blocked now are cancelled: they stored nothing and acknowledged nothing (an MQTT
+  // message stays unacknowledged and the broker redelivers it to the new pipeline); a local
+  // sensor reading is counted as an append error. The new pipeline's appends wait again.
+  buffer::Buffer* buf = buffer_.get();
+  if (buf) buf->CancelBlockedAppends();
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   for (int s : {SIGTERM, SIGINT})
     if (sigismember(&signals, s) == 1) sigaddset(&stop_signals, s);
   std::atomic<bool> done{false};
   std::atomic<bool> stop{false};
-  buffer::Buffer* buf = buffer_.get();
   std::thread watcher([&] {
     // Signals are blocked in every thread, so sigtimedwait here takes a pending one.
     while (!done.load()) {
       timespec ts{0, 50'000'000};
       int sig = sigtimedwait(&stop_signals, nullptr, &ts);
       if (sig == SIGTERM || sig == SIGINT) {
-        EF_LOG(kInfo, "agent", "{} during reload: cancelling appends waiting for buffer space",
+        EF_LOG(kInfo, "agent", "{} during reload: stopping after it",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
         stop = true;
-        if (buf) buf->CancelBlockedAppends();
         return;
       }
     }
@@ -513,6 +513,7 @@ void Daemon::StopPipelineForReload(const sigset_t& signals) {
   done = true;
   watcher.join();
   stop_requested_ = stop.load();
+  if (buf && !stop_requested_) buf->AllowBlockedAppends();
 }
 
 void Daemon::ServeCliRequest() {

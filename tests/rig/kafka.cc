@@ -630,11 +630,16 @@ std::vector<ConsumedRecord> KafkaCluster::ReadAll(const std::string& topic, size
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
     throw RigError("assign " + topic + ": " + rd_kafka_err2str(e));
 
-  // "At EOF" per partition: reset by every message, set by the partition EOF event.
+  // "At EOF" per partition: reset by every message, set by the partition EOF event. Once
+  // min_count records are in, each partition must have been read to its end once more (`done`),
+  // not all of them at the same moment: with a producer still writing to several partitions,
+  // "all at EOF together" may not happen before the deadline (tests waited out 60 s for it).
   std::vector<bool> eof(partition_cnt, false);
-  auto all_eof = [&] { return std::all_of(eof.begin(), eof.end(), [](bool b) { return b; }); };
+  std::vector<bool> done(partition_cnt, false);
+  bool counted = min_count == 0;
+  auto all_done = [&] { return std::all_of(done.begin(), done.end(), [](bool b) { return b; }); };
   while (true) {
-    if (out.size() >= min_count && all_eof()) break;
+    if (counted && all_done()) break;
     int left = remaining_ms();
     if (left == 0) break;
     rd_kafka_message_t* m = rd_kafka_consumer_poll(rk.get(), std::min(left, 200));
@@ -642,7 +647,10 @@ std::vector<ConsumedRecord> KafkaCluster::ReadAll(const std::string& topic, size
     std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> guard(
         m, rd_kafka_message_destroy);
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      if (m->partition >= 0 && m->partition < partition_cnt) eof[m->partition] = true;
+      if (m->partition >= 0 && m->partition < partition_cnt) {
+        eof[m->partition] = true;
+        if (counted) done[m->partition] = true;
+      }
       continue;
     }
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;  // transient (broker restarting)
@@ -670,6 +678,10 @@ std::vector<ConsumedRecord> KafkaCluster::ReadAll(const std::string& topic, size
     }
     if (m->partition >= 0 && m->partition < partition_cnt) eof[m->partition] = false;
     out.push_back(std::move(r));
+    if (!counted && out.size() >= min_count) {
+      counted = true;
+      done = eof;  // a partition still at its end since its last record is read to its end
+    }
   }
   rd_kafka_consumer_close(rk.get());
   std::stable_sort(out.begin(), out.end(), [](const ConsumedRecord& a, const ConsumedRecord& b) {
