@@ -630,13 +630,26 @@ std::vector<ConsumedRecord> KafkaCluster::ReadAll(const std::string& topic, size
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
     throw RigError("assign " + topic + ": " + rd_kafka_err2str(e));
 
-  // "At EOF" per partition: reset by every message, set by the partition EOF event. Once
-  // min_count records are in, each partition must have been read to its end once more (`done`),
-  // not all of them at the same moment: with a producer still writing to several partitions,
-  // "all at EOF together" may not happen before the deadline (tests waited out 60 s for it).
-  std::vector<bool> eof(partition_cnt, false);
+  // Once min_count records are in, each partition is read up to the high watermark it had at
+  // that moment (or to an EOF event). EOF events alone do not do: librdkafka 2.0.2 sends none for
+  // a partition that never held a record, nor while a producer keeps every fetch non-empty
+  // (tests reading a topic the agent still wrote waited out their 60 s deadline).
+  std::vector<int64_t> next(partition_cnt, 0);    // offset after the last record read
+  std::vector<int64_t> target(partition_cnt, 0);  // high watermarks when counted
   std::vector<bool> done(partition_cnt, false);
-  bool counted = min_count == 0;
+  bool counted = false;
+  auto count_reached = [&] {
+    counted = true;
+    for (int p = 0; p < partition_cnt; ++p) {
+      int64_t low = 0, high = 0;
+      rd_kafka_resp_err_t qe = rd_kafka_query_watermark_offsets(
+          rk.get(), topic.c_str(), p, &low, &high, std::max(1, std::min(remaining_ms(), 5000)));
+      // Unknown: this partition waits for its EOF event.
+      target[p] = qe == RD_KAFKA_RESP_ERR_NO_ERROR ? high : INT64_MAX;
+      done[p] = done[p] || next[p] >= target[p];
+    }
+  };
+  if (min_count == 0) count_reached();
   auto all_done = [&] { return std::all_of(done.begin(), done.end(), [](bool b) { return b; }); };
   while (true) {
     if (counted && all_done()) break;
@@ -647,10 +660,7 @@ std::vector<ConsumedRecord> KafkaCluster::ReadAll(const std::string& topic, size
     std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> guard(
         m, rd_kafka_message_destroy);
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      if (m->partition >= 0 && m->partition < partition_cnt) {
-        eof[m->partition] = true;
-        if (counted) done[m->partition] = true;
-      }
+      if (counted && m->partition >= 0 && m->partition < partition_cnt) done[m->partition] = true;
       continue;
     }
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;  // transient (broker restarting)
@@ -676,12 +686,12 @@ std::vector<ConsumedRecord> KafkaCluster::ReadAll(const std::string& topic, size
             Header{name, val ? std::string(static_cast<const char*>(val), size) : std::string()});
       }
     }
-    if (m->partition >= 0 && m->partition < partition_cnt) eof[m->partition] = false;
     out.push_back(std::move(r));
-    if (!counted && out.size() >= min_count) {
-      counted = true;
-      done = eof;  // a partition still at its end since its last record is read to its end
+    if (m->partition >= 0 && m->partition < partition_cnt) {
+      next[m->partition] = m->offset + 1;
+      if (counted && next[m->partition] >= target[m->partition]) done[m->partition] = true;
     }
+    if (!counted && out.size() >= min_count) count_reached();
   }
   rd_kafka_consumer_close(rk.get());
   std::stable_sort(out.begin(), out.end(), [](const ConsumedRecord& a, const ConsumedRecord& b) {
