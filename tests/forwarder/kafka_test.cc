@@ -13,6 +13,7 @@
 
 #include "buffer/buffer.h"
 #include "forwarder/forwarder.h"
+#include "tests/forwarder/readback.h"
 #include "tests/forwarder/test_util.h"
 #include "tests/rig/rig.h"
 
@@ -123,26 +124,9 @@ class Producer {
   std::thread thread_;
 };
 
-std::vector<testing::Consumed> ReadBack(rig::KafkaCluster& k, const std::string& topic,
-                                        size_t min_count) {
-  std::vector<testing::Consumed> out;
-  for (auto& r : k.ReadAll(topic, min_count, 60s)) {
-    testing::Consumed c;
-    c.topic = r.topic;
-    c.partition = r.partition;
-    c.offset = r.offset;
-    c.key = r.key;
-    c.value = r.value;
-    c.timestamp_ms = r.timestamp_ms;
-    c.headers = r.headers;
-    out.push_back(std::move(c));
-  }
-  return out;
-}
-
 testing::DeliveryCheck RequireNoLoss(rig::KafkaCluster& k, const std::string& topic,
                                      const std::set<uint64_t>& expected) {
-  auto got = ReadBack(k, topic, expected.size());
+  auto got = testing::ReadBack(k, topic, expected.size());
   auto check = testing::CheckDelivery(got, expected);
   INFO("read " << check.total << ", unique " << check.unique << ", missing " << check.missing.size()
                << ", unexpected " << check.unexpected.size() << ", order: " << check.order_error);
@@ -172,7 +156,7 @@ TEST_CASE("kafka: records arrive with key, timestamp and headers, per-key in seq
   fwd->Stop(10s);
   CHECK(fwd->GetStats().delivered_records == 5000);
 
-  auto got = ReadBack(*kafka, topic, 5000);
+  auto got = testing::ReadBack(*kafka, topic, 5000);
   auto check = testing::CheckDelivery(got, expected);
   CHECK(check.ok());
   CHECK(check.total == 5000);

@@ -14,6 +14,7 @@
 
 #include "buffer/buffer.h"
 #include "forwarder/forwarder.h"
+#include "tests/forwarder/readback.h"
 #include "tests/forwarder/test_util.h"
 #include "tests/rig/rig.h"
 
@@ -114,15 +115,7 @@ TEST_CASE("agent SIGKILLed mid-drain 20 times: zero lost, duplicates bounded") {
 
   std::set<uint64_t> expected;
   for (uint64_t s = 1; s <= kBacklog; ++s) expected.insert(s);
-  std::vector<testing::Consumed> got;
-  for (auto& r : kafka->ReadAll(topic, kBacklog, 120s)) {
-    testing::Consumed c;
-    c.partition = r.partition;
-    c.offset = r.offset;
-    c.key = r.key;
-    c.headers = std::move(r.headers);
-    got.push_back(std::move(c));
-  }
+  std::vector<testing::Consumed> got = testing::ReadBack(*kafka, topic, kBacklog, 120s);
   auto check = testing::CheckDelivery(got, expected);
   MESSAGE("read " << check.total << ", unique " << check.unique << ", duplicates "
                   << check.duplicates << " after " << kills << " SIGKILLs ("

@@ -20,6 +20,7 @@
 
 #include "buffer/buffer.h"
 #include "forwarder/forwarder.h"
+#include "tests/forwarder/readback.h"
 #include "tests/forwarder/test_util.h"
 #include "tests/rig/rig.h"
 
@@ -163,18 +164,7 @@ class AgentBed {
 void CheckArrived(rig::KafkaCluster& kafka, const std::string& topic) {
   std::set<uint64_t> expected;
   for (uint64_t s = 1; s <= kBacklog; ++s) expected.insert(s);
-  std::vector<testing::Consumed> got;
-  for (auto& r : kafka.ReadAll(topic, kBacklog, 60s)) {
-    testing::Consumed c;
-    c.topic = r.topic;
-    c.partition = r.partition;
-    c.offset = r.offset;
-    c.key = r.key;
-    c.value = r.value;
-    c.timestamp_ms = r.timestamp_ms;
-    c.headers = std::move(r.headers);
-    got.push_back(std::move(c));
-  }
+  std::vector<testing::Consumed> got = testing::ReadBack(kafka, topic, kBacklog);
   auto check = testing::CheckDelivery(got, expected);
   INFO("read " << check.total << ", unique " << check.unique << ", missing " << check.missing.size()
                << ", unexpected " << check.unexpected.size() << ", order: " << check.order_error);
