@@ -115,58 +115,70 @@ int CmdVersion() {
 
 // Runs a dead-letter request: through the daemon when one runs (it alone writes the buffer),
 // else on the buffer directly.
-std::optional<json> DeadLetterRequest(const config::Config& cfg, json req) {
-  if (auto pid = LiveDaemonPid(cfg.buffer)) {
-    std::string id = fmt::format("{}-{}", getpid(), SystemClock()->NowUnixMs());
-    req["id"] = id;
-    std::string tmp = RequestPath(cfg.buffer) + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::trunc);
-      out << req.dump() << '\n';
-      if (!out) {
-        std::cerr << fmt::format("edgeferry: cannot write {}: {}\n", tmp, std::strerror(errno));
-        return std::nullopt;
-      }
-    }
-    std::rename(tmp.c_str(), RequestPath(cfg.buffer).c_str());
-    if (kill(*pid, SIGUSR1) != 0) {
-      std::cerr << fmt::format("edgeferry: cannot signal the agent (pid {}): {}\n", *pid,
-                               std::strerror(errno));
+std::optional<json> RequestThroughDaemon(const config::Config& cfg, int pid, json req) {
+  std::string id = fmt::format("{}-{}", getpid(), SystemClock()->NowUnixMs());
+  req["id"] = id;
+  std::string tmp = RequestPath(cfg.buffer) + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << req.dump() << '\n';
+    if (!out) {
+      std::cerr << fmt::format("edgeferry: cannot write {}: {}\n", tmp, std::strerror(errno));
       return std::nullopt;
     }
-    // The daemon answers from its main loop, within a second unless it is stuck.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::ifstream in(ResponsePath(cfg.buffer));
-      json resp;
-      if (in) {
-        try {
-          in >> resp;
-        } catch (const json::exception&) {
-          resp = json();
-        }
+  }
+  std::rename(tmp.c_str(), RequestPath(cfg.buffer).c_str());
+  if (kill(pid, SIGUSR1) != 0) {
+    std::cerr << fmt::format("edgeferry: cannot signal the agent (pid {}): {}\n", pid,
+                             std::strerror(errno));
+    return std::nullopt;
+  }
+  // The daemon answers from its main loop, within a second unless it is stuck.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(ResponsePath(cfg.buffer));
+    json resp;
+    if (in) {
+      try {
+        in >> resp;
+      } catch (const json::exception&) {
+        resp = json();
       }
-      if (resp.is_object() && resp.value("id", std::string()) == id) {
-        std::remove(ResponsePath(cfg.buffer).c_str());
-        return resp;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    std::cerr << fmt::format("edgeferry: the agent (pid {}) did not answer within 15 s\n", *pid);
-    return std::nullopt;
+    if (resp.is_object() && resp.value("id", std::string()) == id) {
+      std::remove(ResponsePath(cfg.buffer).c_str());
+      return resp;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  if (!std::filesystem::exists(cfg.buffer.path)) {
-    std::cerr << fmt::format("edgeferry: no buffer at {}: the agent has not run yet\n",
-                             cfg.buffer.path);
-    return std::nullopt;
+  std::cerr << fmt::format("edgeferry: the agent (pid {}) did not answer within 15 s\n", pid);
+  return std::nullopt;
+}
+
+// Runs a dead-letter request: through the daemon when one runs (it alone writes the buffer),
+// else on the buffer directly. An agent that is starting holds the buffer's lock before it
+// publishes its status file: then this waits for the status file and asks the agent.
+std::optional<json> DeadLetterRequest(const config::Config& cfg, json req) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  for (;;) {
+    if (auto pid = LiveDaemonPid(cfg.buffer)) return RequestThroughDaemon(cfg, *pid, req);
+    if (!std::filesystem::exists(cfg.buffer.path)) {
+      std::cerr << fmt::format("edgeferry: no buffer at {}: the agent has not run yet\n",
+                               cfg.buffer.path);
+      return std::nullopt;
+    }
+    buffer::OpenOptions opts;
+    opts.lock_wait_ms = 0;
+    auto buf = buffer::Buffer::Open(cfg.buffer, SystemClock(), opts);
+    if (buf.ok()) return ServeRequest(**buf, req);
+    if (buf.status().code() != Status::Code::kUnavailable ||
+        std::chrono::steady_clock::now() >= deadline) {
+      std::cerr << fmt::format("edgeferry: buffer {}: {}\n", cfg.buffer.path,
+                               buf.status().ToString());
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  auto buf = buffer::Buffer::Open(cfg.buffer);
-  if (!buf.ok()) {
-    std::cerr << fmt::format("edgeferry: buffer {}: {}\n", cfg.buffer.path,
-                             buf.status().ToString());
-    return std::nullopt;
-  }
-  return ServeRequest(**buf, req);
 }
 
 int CmdDeadLettersList(const std::string& path, bool as_json, size_t limit) {

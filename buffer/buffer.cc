@@ -1,6 +1,8 @@
 // The SQLite log. Format, invariants, recovery rules and durability promises: buffer/FORMAT.md.
 #include "buffer/buffer.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -463,6 +465,57 @@ Result<sql::DbPtr> OpenDb(const std::string& path, int flags, const std::string&
   return db;
 }
 
+// One writer per buffer file: two agents on one buffer (or an agent and `edgeferry
+// dead-letters` run beside it) would each create the schema, keep their own seq and cursor
+// state and overwrite each other's counters. flock(2) on a side file rather than on the database:
+// closing any descriptor of the database would drop SQLite's own POSIX locks (SQLite docs,
+// "How To Corrupt An SQLite Database File", 2.2). The lock dies with the process, so a crash
+// never leaves a stale lock behind.
+class LockFile {
+ public:
+  LockFile() = default;
+  LockFile(const LockFile&) = delete;
+  LockFile& operator=(const LockFile&) = delete;
+  ~LockFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  // Waits on the steady clock, not the buffer's Clock: the other holder is a real process.
+  Status Acquire(const std::string& path, int wait_ms) {
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) return Status::IOError("lock file " + path + ": " + std::strerror(errno));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR)
+        return Status::IOError("lock file " + path + ": flock: " + std::strerror(errno));
+      if (std::chrono::steady_clock::now() >= deadline) {
+        char text[32] = {};
+        ssize_t n = ::pread(fd_, text, sizeof text - 1, 0);
+        std::string holder = n > 0 ? std::string(text, static_cast<size_t>(n)) : "";
+        while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' '))
+          holder.pop_back();
+        return Status::Unavailable("in use by another process" +
+                                   (holder.empty() ? "" : " (pid " + holder + ")") +
+                                   ": only one edgeferry may open a buffer (lock file " + path +
+                                   ", waited " + std::to_string(wait_ms) + " ms)");
+      }
+      // Polling, not a blocking flock: a blocking call cannot honour the deadline.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    // Who holds it, for the message above (advisory: the lock itself is what counts).
+    std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) != 0 ||
+        ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+      EF_LOG(kWarning, kComponent, "lock file {}: cannot record the pid: {}", path,
+             std::strerror(errno));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
 std::string TimestampSuffix(int64_t unix_ms) {
   std::time_t t = unix_ms / 1000;
   std::tm tm{};
@@ -531,6 +584,9 @@ class Buffer::Impl {
   }
 
   Status Submit(Op* op);
+
+  // Declared first, so destroyed last: held until both connections are closed.
+  LockFile lock_;
 
   // Shared with readers (guarded by mu_).
   std::mutex mu_;
@@ -891,6 +947,7 @@ Status Buffer::Impl::Open() {
   if (::access(cfg_.path.c_str(), F_OK) == 0 && ::access(cfg_.path.c_str(), R_OK | W_OK) != 0)
     return Status::IOError("buffer file " + cfg_.path +
                            " is not writable: " + std::strerror(errno));
+  if (auto st = lock_.Acquire(cfg_.path + ".lock", opts_.lock_wait_ms); !st.ok()) return st;
 
   bool corrupt = false;
   std::string why;

@@ -42,6 +42,10 @@ struct OpenOptions {
   // Free bytes on the file system holding `dir`; tells "disk full" from "max_bytes reached"
   // after SQLITE_FULL (SQLite reports both alike). Empty: statvfs(2). A seam for tests.
   std::function<uint64_t(const std::string& dir)> free_disk_bytes;
+  // How long Open waits for another process (or Buffer) that holds the buffer's lock file
+  // (`<path>.lock`) before it fails with Unavailable naming that process's pid. The CLI's
+  // direct access and an agent that is starting contend only for moments.
+  int lock_wait_ms = 10000;
 };
 
 struct CursorStats {

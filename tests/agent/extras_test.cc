@@ -96,6 +96,35 @@ TEST_CASE("dead-letters: records Kafka refuses are listed and re-queued through 
   REQUIRE(agent.Terminate() == std::optional<int>(0));
 }
 
+TEST_CASE("a second agent on the same buffer exits 1 naming the running agent, and the first goes on") {
+  auto kafka = rig::KafkaCluster::Shared();
+  rig::TempDir dir("edgeferry-twice");
+  std::string topic = rig::UniqueName("twice");
+  kafka->CreateTopic(topic);
+  auto config =
+      WriteConfig(dir, SimulatedConfig(dir, kafka->bootstrap(), "twice-dev", topic, 20, 1));
+  Daemon agent(dir, config);
+  REQUIRE_MESSAGE(kafka->ReadAll(topic, 5, 60s).size() >= 5, agent.Log());
+
+  // The buffer lock is waited for (10 s), then the second agent gives up before touching it.
+  auto second = RunEdgeferry({"run", "-c", config.string()}, {}, 60s);
+  CHECK(second.exit_code == 1);
+  std::string said = second.out + second.err;
+  CHECK_MESSAGE(said.find("in use by another process (pid " +
+                          std::to_string(agent.process().pid()) + ")") != std::string::npos,
+                said);
+  CHECK(said.find((dir.path() / "buffer.db.lock").string()) != std::string::npos);
+
+  // The first agent still owns the buffer and still delivers.
+  uint64_t before = buffer::ReadStats((dir / "buffer.db").string())->last_seq;
+  REQUIRE(rig::WaitFor(
+      [&] { return buffer::ReadStats((dir / "buffer.db").string())->last_seq >= before + 5; },
+      30s));
+  auto status = RunEdgeferry({"status", "-c", config.string(), "--json"});
+  CHECK(status.exit_code == 0);
+  REQUIRE(agent.Terminate() == std::optional<int>(0));
+}
+
 TEST_CASE("sensors: a file the agent may not read fails only its sensor, counted as permission") {
   namespace fs = std::filesystem;
   rig::TempDir dir("edgeferry-perm");

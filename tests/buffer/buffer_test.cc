@@ -581,6 +581,40 @@ TEST_CASE("missing, non-directory or unwritable directory: clear error naming th
   CHECK(Buffer::Open(cfg).status().code() == Status::Code::kInvalidArgument);
 }
 
+TEST_CASE(
+    "one opener at a time: a second Open fails naming the holder's pid, then waits its turn") {
+  TempDir dir;
+  auto cfg = Cfg(dir);
+  auto first = MustOpen(cfg);
+  REQUIRE(first->Append(Batch(3, "a")).ok());
+
+  OpenOptions now;
+  now.lock_wait_ms = 0;
+  auto second = Buffer::Open(cfg, SystemClock(), now);
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.status().code() == Status::Code::kUnavailable);
+  const std::string& msg = second.status().message();
+  CHECK(msg.find(cfg.path) != std::string::npos);
+  CHECK(msg.find("pid " + std::to_string(::getpid())) != std::string::npos);
+  CHECK(msg.find(cfg.path + ".lock") != std::string::npos);
+  // The refused opener touched nothing: the holder's records and seqs go on.
+  REQUIRE(first->Append(Batch(2, "b")).ok());
+  CHECK(first->GetStats().last_seq == 5);
+
+  // A waiting opener gets the buffer once the holder closes it, with every record.
+  Result<std::unique_ptr<Buffer>> waited = Status::Aborted("not run");
+  std::thread opener([&] {
+    OpenOptions patient;
+    patient.lock_wait_ms = 30000;
+    waited = Buffer::Open(cfg, SystemClock(), patient);
+  });
+  first.reset();
+  opener.join();
+  REQUIRE_MESSAGE(waited.ok(), waited.status().ToString());
+  CHECK(ReadAll(**waited).size() == 5);
+  CHECK((*waited)->GetStats().last_seq == 5);
+}
+
 TEST_CASE("ReadStats reads from a second connection while the writer appends") {
   TempDir dir;
   auto cfg = Cfg(dir);
