@@ -43,6 +43,22 @@ namespace {
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// CPU time of this whole process. Inside a measured window only the consumer under test runs here
+// (the publisher finished before it; Mosquitto is another process), so the difference is the
+// consumer's cost, including the buffer's writer thread for edgeferry.
+double CpuSeconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// A consumer's rate (first message to the n-th) and its CPU cost over the same window.
+struct Measured {
+  double rate = 0;
+  double cpu_s_per_million = 0;
+};
+
 // Publishes n QoS 1 messages with up to 1000 in flight; returns when the broker acked them all.
 void PublishQueued(const rig::Mosquitto& broker, const std::string& topic, int n, size_t payload) {
   ef::sensors::testing::Publisher pub(broker.uri(), rig::UniqueName("benchpub"));
@@ -60,7 +76,7 @@ void PublishQueued(const rig::Mosquitto& broker, const std::string& topic, int n
 }
 
 // The ceiling: a Paho async subscriber whose callback only counts.
-double BareSubscriberRate(const rig::Mosquitto& broker, int n, size_t payload) {
+Measured BareSubscriberRate(const rig::Mosquitto& broker, int n, size_t payload) {
   const std::string id = rig::UniqueName("bare");
   const std::string topic = "bench/bare";
   struct Counter : public mqtt::callback {
@@ -88,15 +104,16 @@ double BareSubscriberRate(const rig::Mosquitto& broker, int n, size_t payload) {
   // From the first message to the last: connection set-up is not part of the rate.
   while (counter.count < 1) std::this_thread::sleep_for(100us);
   auto start = Clock::now();
+  double cpu0 = CpuSeconds();
   while (counter.count < n) std::this_thread::sleep_for(1ms);
-  double rate = (n - 1) / Seconds(Clock::now() - start);
+  Measured m{(n - 1) / Seconds(Clock::now() - start), (CpuSeconds() - cpu0) * 1e6 / (n - 1)};
   c.disconnect()->wait();
-  return rate;
+  return m;
 }
 
 // The MQTT input over the SQLite buffer at `sync`, with `connections` ($share when > 1).
-double EdgeferryRate(const rig::Mosquitto& broker, int n, size_t payload, ef::config::SyncMode sync,
-                     uint32_t connections) {
+Measured EdgeferryRate(const rig::Mosquitto& broker, int n, size_t payload,
+                       ef::config::SyncMode sync, uint32_t connections) {
   rig::TempDir dir("ef-bench");
   ef::config::BufferConfig bc;
   bc.path = (dir / "buffer.db").string();
@@ -127,8 +144,9 @@ double EdgeferryRate(const rig::Mosquitto& broker, int n, size_t payload, ef::co
   (void)(*in)->Start();
   while ((*in)->Stats().accepted < 1) std::this_thread::sleep_for(100us);
   auto start = Clock::now();
+  double cpu0 = CpuSeconds();
   while ((*in)->Stats().accepted < static_cast<uint64_t>(n)) std::this_thread::sleep_for(1ms);
-  double rate = (n - 1) / Seconds(Clock::now() - start);
+  Measured measured{(n - 1) / Seconds(Clock::now() - start), (CpuSeconds() - cpu0) * 1e6 / (n - 1)};
   (*in)->Stop();
   // The figure counts only if exactly the n messages were stored once (no redelivery inflated
   // it): say so otherwise.
@@ -138,14 +156,7 @@ double EdgeferryRate(const rig::Mosquitto& broker, int n, size_t payload, ef::co
     fmt::print("  !! check failed: {} stored, {} accepted, {} errors for {} published\n", stored,
                st.accepted, st.errors, n);
   }
-  return rate;
-}
-
-double CpuSeconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  return measured;
 }
 
 // Accepts and counts; costs nothing, so the figure is the scheduler + readers + JSON.
@@ -198,21 +209,25 @@ int main(int argc, char** argv) {
     rig::Mosquitto broker;
     fmt::print("MQTT -> buffer, QoS 1, {}-byte payloads, messages queued at Mosquitto first\n",
                payload);
-    double bare = BareSubscriberRate(broker, n, payload);
-    fmt::print("  bare Paho subscriber (ceiling)            {:>9.0f} msg/s  (n={})\n", bare, n);
+    Measured bare = BareSubscriberRate(broker, n, payload);
+    fmt::print(
+        "  bare Paho subscriber (ceiling)            {:>9.0f} msg/s  {:5.2f} CPU-s/M  (n={})\n",
+        bare.rate, bare.cpu_s_per_million, n);
     for (auto [sync, name, count] : {std::tuple{ef::config::SyncMode::kNormal, "normal", n},
                                      std::tuple{ef::config::SyncMode::kFull, "full", n_full}}) {
       for (uint32_t c : {1u, 4u, 16u}) {
-        double rate = EdgeferryRate(broker, count, payload, sync, c);
+        Measured ef = EdgeferryRate(broker, count, payload, sync, c);
         fmt::print(
-            "  edgeferry sync={:<6} {:>2} connection(s)  {:>9.0f} msg/s  ratio {:.2f}{} (n={})\n",
-            name, c, rate, rate / bare,
+            "  edgeferry sync={:<6} {:>2} connection(s)  {:>9.0f} msg/s  {:5.2f} CPU-s/M  ratio "
+            "{:.2f}{} (n={})\n",
+            name, c, ef.rate, ef.cpu_s_per_million, ef.rate / bare.rate,
             sync == ef::config::SyncMode::kNormal && c == 1 ? " (target >= 0.90)" : "", count);
       }
     }
     // The ceiling again, so that a drift of the shared machine during the run shows.
-    double bare2 = BareSubscriberRate(broker, n, payload);
-    fmt::print("  bare Paho subscriber again              {:>9.0f} msg/s\n", bare2);
+    Measured bare2 = BareSubscriberRate(broker, n, payload);
+    fmt::print("  bare Paho subscriber again              {:>9.0f} msg/s  {:5.2f} CPU-s/M\n",
+               bare2.rate, bare2.cpu_s_per_million);
   } catch (const std::exception& e) {
     fmt::print(stderr, "MQTT part failed: {}\n", e.what());
     return 1;
