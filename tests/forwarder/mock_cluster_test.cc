@@ -5,9 +5,11 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 
 #include "forwarder/forwarder.h"
 #include "tests/forwarder/memory_source.h"
@@ -442,6 +444,243 @@ TEST_CASE("mock: a long outage recreates the producer every few failed rounds - 
   mc.SetAllBrokersDown(false);
   REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 60s));
   fwd->Stop(5s);
+  CHECK(src.dead_letters().empty());
+  RequireNoLoss(mc, expected);
+}
+
+}  // namespace
+}  // namespace edgeferry::forwarder
+
+namespace edgeferry::forwarder {
+namespace {
+
+// A MemorySource that, on every cursor commit, checks against the mock cluster itself that the
+// committed cursor does not pass a record the cluster does not hold: before the commit is
+// stored, a consumer of its own reads the topic until every seq <= the new cursor has been seen
+// (an acknowledged record is in the log at once) or 5 s pass, which counts as a violation.
+// Records in the log whose delivery report said "failed" (a timed-out request the broker did
+// apply) are fine: the promise is only that the cursor never runs ahead of the log.
+class LogCheckingSource : public MemorySource {
+ public:
+  LogCheckingSource(const std::string& bootstrap, const std::string& topic, int partitions) {
+    char errstr[512];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "group.id", "edgeferry-log-check", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof errstr);
+    rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (rk_ == nullptr) {
+      rd_kafka_conf_destroy(conf);
+      throw std::runtime_error(std::string("consumer: ") + errstr);
+    }
+    rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; ++p) {
+      rd_kafka_topic_partition_list_add(parts, topic.c_str(), p)->offset =
+          RD_KAFKA_OFFSET_BEGINNING;
+    }
+    rd_kafka_assign(rk_, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+  }
+  ~LogCheckingSource() override {
+    rd_kafka_consumer_close(rk_);
+    rd_kafka_destroy(rk_);
+  }
+
+  Status CommitCursor(std::string_view name, uint64_t seq) override {
+    {
+      std::lock_guard lock(check_mu_);
+      ++checked_commits_;
+      auto end = std::chrono::steady_clock::now() + 5s;
+      while (contiguous_ < seq && std::chrono::steady_clock::now() < end) {
+        rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, 20);
+        if (m == nullptr) continue;
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+          rd_kafka_headers_t* hdrs = nullptr;
+          const void* val = nullptr;
+          size_t size = 0;
+          if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+              rd_kafka_header_get_last(hdrs, kHeaderSeq, &val, &size) ==
+                  RD_KAFKA_RESP_ERR_NO_ERROR) {
+            seen_.insert(std::stoull(std::string(static_cast<const char*>(val), size)));
+          }
+        }
+        rd_kafka_message_destroy(m);
+        while (seen_.count(contiguous_ + 1) > 0) ++contiguous_;
+      }
+      if (contiguous_ < seq) {
+        violations_.push_back("cursor " + std::to_string(seq) + " committed while the log held " +
+                              "only 1.." + std::to_string(contiguous_) + " without a gap");
+      }
+    }
+    return MemorySource::CommitCursor(name, seq);
+  }
+
+  std::vector<std::string> violations() {
+    std::lock_guard lock(check_mu_);
+    return violations_;
+  }
+  uint64_t checked_commits() {
+    std::lock_guard lock(check_mu_);
+    return checked_commits_;
+  }
+
+ private:
+  std::mutex check_mu_;
+  rd_kafka_t* rk_ = nullptr;
+  std::set<uint64_t> seen_;
+  uint64_t contiguous_ = 0;  // 1..contiguous_ all seen in the log
+  std::vector<std::string> violations_;
+  uint64_t checked_commits_ = 0;
+};
+
+// Six keys (the record's own key) over three partitions, so that several keys share a partition
+// whose requests time out.
+std::set<uint64_t> AppendKeyed(MemorySource& src, size_t n) {
+  std::set<uint64_t> seqs;
+  static int64_t t = 1'750'000'000'000;
+  static uint64_t i = 0;
+  for (size_t k = 0; k < n; ++k, ++i) {
+    Record r;
+    r.source = "temp";
+    r.key = "k" + std::to_string(i % 6);
+    r.event_time_ms = ++t;
+    r.payload = "race-" + std::to_string(i);
+    seqs.insert(src.Append(std::move(r)));
+  }
+  return seqs;
+}
+
+// The window the session notes called risky: message.timeout.ms expires for some produce
+// requests (their responses are held back longer than the timeout; some of them the broker did
+// apply, some it rejected) while other requests, on other partition leaders and on the same one,
+// succeed. The forwarder then purges its queue, waits for every delivery report of the old round
+// and rewinds to its cursor. Asserted: the cursor committed is never ahead of what the cluster's
+// log holds (checked at each commit), every seq arrives, per key the first occurrences are in seq
+// order, nothing is dead-lettered, and the timeouts really happened.
+TEST_CASE("mock: produce requests timing out while others succeed - cursor never passes the log") {
+  MockCluster mc(3);
+  constexpr int kPartitions = 3;
+  mc.CreateTopic(kTopic, kPartitions);
+  for (int p = 0; p < kPartitions; ++p) {
+    REQUIRE(rd_kafka_mock_partition_set_leader(mc.get(), kTopic, p, p + 1) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  LogCheckingSource src(mc.bootstrap(), kTopic, kPartitions);
+  auto c = MockConfig(mc);
+  c.message_timeout_ms = 800;
+  c.linger_ms = 2;
+  c.batch_bytes = 2000;  // many small requests, so that some succeed around the slow ones
+  c.max_inflight_records = 400;
+  c.cursor_commit_interval_ms = 50;
+  auto expected = AppendKeyed(src, 600);
+
+  // Broker 1 (leader of partition 0): applied-but-late (times out, the records are in the log),
+  // rejected-and-late (times out, not in the log), and prompt successes between them. Broker 2
+  // (partition 1): slow but within the timeout. Broker 3 (partition 2): prompt.
+  auto push_faults = [&] {
+    REQUIRE(rd_kafka_mock_broker_push_request_error_rtts(
+                mc.get(), 1, kApiKeyProduce, 6, RD_KAFKA_RESP_ERR_NO_ERROR, 0,
+                RD_KAFKA_RESP_ERR_NO_ERROR, 1500, RD_KAFKA_RESP_ERR_NO_ERROR, 0,
+                RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 1500, RD_KAFKA_RESP_ERR_NO_ERROR, 0,
+                RD_KAFKA_RESP_ERR_NO_ERROR, 1200) == RD_KAFKA_RESP_ERR_NO_ERROR);
+    REQUIRE(rd_kafka_mock_broker_push_request_error_rtts(
+                mc.get(), 2, kApiKeyProduce, 3, RD_KAFKA_RESP_ERR_NO_ERROR, 300,
+                RD_KAFKA_RESP_ERR_NO_ERROR, 400, RD_KAFKA_RESP_ERR_NO_ERROR,
+                1300) == RD_KAFKA_RESP_ERR_NO_ERROR);
+  };
+  push_faults();
+  int fault_rounds = 0;  // fault sets all taken by produce requests
+  auto fwd = StartForwarder(c, &src);
+  auto faults_left = [&] {
+    size_t n1 = 0, n2 = 0;
+    rd_kafka_mock_broker_error_stack_cnt(mc.get(), 1, kApiKeyProduce, &n1);
+    rd_kafka_mock_broker_error_stack_cnt(mc.get(), 2, kApiKeyProduce, &n2);
+    return n1 + n2;
+  };
+  for (int round = 0; round < 4; ++round) {
+    // Each round: wait until the previous faults were used up (or everything was delivered and
+    // no request is left to take them), then more faults and more records.
+    REQUIRE(testing::WaitUntil([&] { return faults_left() == 0 || src.cursor() == src.last_seq(); },
+                               30s));
+    if (faults_left() == 0) {
+      ++fault_rounds;
+      push_faults();
+    }
+    auto more = AppendKeyed(src, 300);
+    expected.insert(more.begin(), more.end());
+  }
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 60s));
+  fwd->Stop(5s);
+  auto st = fwd->GetStats();
+  uint64_t timed_out =
+      st.errors_by_kind.count("_MSG_TIMED_OUT") ? st.errors_by_kind.at("_MSG_TIMED_OUT") : 0;
+  std::string kinds;
+  for (const auto& [k, v] : st.errors_by_kind) kinds += k + "=" + std::to_string(v) + " ";
+  MESSAGE("failures " << st.delivery_failures << " resent " << st.resent_records << " restarts "
+                      << st.producer_restarts << " errors: " << kinds << "fault rounds "
+                      << fault_rounds << " checked commits " << src.checked_commits());
+  CHECK(timed_out > 0);  // the window under test was really entered
+  CHECK(src.checked_commits() > 0);
+  for (const auto& v : src.violations()) FAIL_CHECK(v);
+  CHECK(src.dead_letters().empty());
+  size_t dups = 0;
+  RequireNoLoss(mc, expected, &dups);
+  MESSAGE("duplicates: " << dups);
+}
+
+}  // namespace
+}  // namespace edgeferry::forwarder
+
+namespace edgeferry::forwarder {
+namespace {
+
+// The other half of that window: the leader of one partition is down, records for it queue up
+// in librdkafka at a steady pace, the oldest expire (message.timeout.ms) and the broker comes
+// back at once, while the younger queued ones still have time left. Those must not be delivered
+// ahead of the expired ones (the forwarder purges its queue on the first failure and resends
+// from the cursor in seq order), or per-key order breaks. Asserted: every seq arrives, per key
+// first occurrences in seq order, the cursor never ahead of the log.
+TEST_CASE("mock: leader back right after the first records expire - queued ones do not overtake") {
+  MockCluster mc(2);
+  constexpr int kPartitions = 2;
+  mc.CreateTopic(kTopic, kPartitions);
+  for (int p = 0; p < kPartitions; ++p) {
+    REQUIRE(rd_kafka_mock_partition_set_leader(mc.get(), kTopic, p, p + 1) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  LogCheckingSource src(mc.bootstrap(), kTopic, kPartitions);
+  auto c = MockConfig(mc);
+  c.message_timeout_ms = 1000;
+  c.linger_ms = 2;
+  c.properties["reconnect.backoff.ms"] = "10";
+  c.properties["reconnect.backoff.max.ms"] = "50";
+  auto expected = AppendKeyed(src, 60);
+  auto fwd = StartForwarder(c, &src);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  rd_kafka_mock_broker_set_down(mc.get(), 1);
+  // Records at a steady pace until the first expiry, so that the queue holds records of every
+  // age up to message.timeout.ms when the broker returns.
+  auto fed_until = std::chrono::steady_clock::now() + 20s;
+  while (fwd->GetStats().delivery_failures == 0 && std::chrono::steady_clock::now() < fed_until) {
+    auto more = AppendKeyed(src, 6);
+    expected.insert(more.begin(), more.end());
+    testing::WaitUntil([&] { return fwd->GetStats().delivery_failures > 0; }, 20ms);
+  }
+  rd_kafka_mock_broker_set_up(mc.get(), 1);
+  REQUIRE(fwd->GetStats().delivery_failures > 0);
+  auto more = AppendKeyed(src, 60);
+  expected.insert(more.begin(), more.end());
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+  fwd->Stop(5s);
+  auto st = fwd->GetStats();
+  std::string kinds;
+  for (const auto& [k, v] : st.errors_by_kind) kinds += k + "=" + std::to_string(v) + " ";
+  MESSAGE("failures " << st.delivery_failures << " resent " << st.resent_records
+                      << " errors: " << kinds << "checked commits " << src.checked_commits());
+  CHECK(st.errors_by_kind.count("_MSG_TIMED_OUT") == 1);
+  for (const auto& v : src.violations()) FAIL_CHECK(v);
   CHECK(src.dead_letters().empty());
   RequireNoLoss(mc, expected);
 }
