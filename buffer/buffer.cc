@@ -16,6 +16,7 @@
 #include <ctime>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -619,14 +620,19 @@ class Buffer::Impl {
 
   // Writer thread only from here on.
   void WriterLoop();
-  bool Runnable() const;  // mu_ held
+  bool OpsWaiting() const;  // mu_ held
+  bool Runnable() const;    // mu_ held
+  bool TrimDue() const;
+  bool TrimRunnable() const;
+  void RunTrim(const std::function<bool()>& yield);
   void Housekeeping();
   void RunAppends(std::vector<Op*>& group);
   void RunControl(Op* op);
   Status InsertGroup(const std::vector<Op*>& group, State* next);
   Status DropOldest(uint64_t need_bytes, uint64_t* dropped);
   Status DeleteUpTo(uint64_t cutoff_seq, std::string_view reason, State* next);
-  Status TrimTo(uint64_t cutoff_seq, std::string_view reason);
+  Status TrimTo(uint64_t cutoff_seq, std::string_view reason,
+                const std::function<bool()>& yield = nullptr);
   Status RewriteStraddling(uint64_t cutoff_seq);
   Status Begin(bool force_sync = false);
   Status Commit(State* next);
@@ -649,6 +655,10 @@ class Buffer::Impl {
   Clock::TimePoint last_full_attempt_{};
   bool blocked_ = false;        // when_full=block: appends wait for space
   bool space_changed_ = false;  // something was deleted since the appends blocked
+  // The delivered trim failed (or made no progress) at trim_failed_at_: retried by the next
+  // cursor commit at once, otherwise by the writer once a second (TrimRunnable).
+  bool trim_failed_ = false;
+  Clock::TimePoint trim_failed_at_{};
   // How many appenders to expect in a group: the largest recent group, forgetting one appender
   // per group so that appenders that went away cost at most a few lingers.
   size_t linger_target_ = 0;
@@ -1231,7 +1241,11 @@ Status Buffer::Impl::DropOldest(uint64_t need_bytes, uint64_t* dropped) {
 // the WAL at once and break max_bytes. Each commit checkpoints when the WAL has grown. Whole rows
 // go; for a delivered trim (`reason` empty) a row that straddles the cutoff is then rewritten
 // without its delivered records (RewriteStraddling). Callers with a reason pass a row's end.
-Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason) {
+// `yield`, if given, is asked after each committed transaction: true stops the trim there (the
+// rest is done later, see RunTrim), so that waiting appends and cursor commits are not held
+// behind a long trim.
+Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason,
+                            const std::function<bool()>& yield) {
   while (committed_.first_seq != 0 && committed_.first_seq <= cutoff_seq) {
     if (auto st = Begin(); !st.ok()) return st;
     uint64_t chunk = 0, acc = 0;
@@ -1260,6 +1274,7 @@ Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason) {
       Rollback();
       return st;
     }
+    if (yield && yield()) return Status::Ok();
   }
   return Status::Ok();
 }
@@ -1352,6 +1367,13 @@ void Buffer::Impl::RunAppends(std::vector<Op*>& group) {
                st.ToString(), suppressed);
       for (Op* op : group) Finish(op, st);
       return;
+    }
+    // Delivered records the trim has not reached yet (it runs in bounded steps between groups)
+    // give their room first: when_full is about a buffer full of undelivered records.
+    if (TrimDue()) {
+      uint64_t before = committed_.records;
+      RunTrim(nullptr);
+      if (committed_.records < before) continue;
     }
     bool at_limit = DbAtLimit();
     if (cfg_.when_full == config::WhenFull::kDropOldest && committed_.records > 0) {
@@ -1539,25 +1561,56 @@ void Buffer::Impl::RunControl(Op* op) {
     Rollback();
     return Finish(op, st);
   }
-  if (op->kind == Op::Kind::kCursor) {
-    // Trim what is now delivered (its own bounded transactions: the cursor is already durable,
-    // and a trim lost to a power cut is simply done again by the next cursor commit).
-    if (auto ts = TrimTo(committed_.MinCursor(), ""); !ts.ok()) {
-      uint64_t suppressed = 0;
-      if (log_limit_.Allow("trim", &suppressed))
-        EF_LOG(kWarning, kComponent, "trimming delivered records of {} failed: {}", cfg_.path,
-               ts.ToString());
-    }
-    // Give space back to the file system once most of the file is free, a bounded number of
-    // pages at a time (moving pages writes them to the WAL too).
-    auto pc = QueryInt(wdb_.get(), "PRAGMA page_count");
-    auto fl = QueryInt(wdb_.get(), "PRAGMA freelist_count");
-    if (pc.ok() && fl.ok() && *fl > 64 && *fl * 2 > *pc) {
-      int64_t n = std::min<int64_t>(*fl / 2, static_cast<int64_t>(wal_budget_ / 8 / kPageSize) + 1);
-      (void)sql::Exec(wdb_.get(), "PRAGMA incremental_vacuum(" + std::to_string(n) + ")");
-    }
-  }
+  // The trim of what is now delivered is not done here: the cursor is durable, so its caller
+  // gets the result first and the writer trims afterwards (RunTrim, from WriterLoop). A cursor
+  // commit retries a trim that failed before.
+  if (op->kind == Op::Kind::kCursor) trim_failed_ = false;
   Finish(op, Status::Ok(), count);
+}
+
+// Delivered records are still held: the smallest cursor is at or past the oldest record.
+bool Buffer::Impl::TrimDue() const {
+  return committed_.first_seq != 0 && committed_.first_seq <= committed_.MinCursor();
+}
+
+// A trim is due and was not just tried in vain (then it waits a second, or a cursor commit).
+bool Buffer::Impl::TrimRunnable() const {
+  return TrimDue() && (!trim_failed_ || clock_->Now() - trim_failed_at_ >= std::chrono::seconds(1));
+}
+
+// Deletes the delivered records, up to the newest smallest cursor: several cursor commits since
+// the last trim need one trim. Runs after the cursor commits of a writer round have been handed
+// back (FORMAT.md, invariant 4). `yield` (see TrimTo) may stop it between its transactions; the
+// writer then continues it in a later round, since TrimRunnable() stays true. A trim lost to a
+// crash or a power cut is redone by the first round of the next start for the same reason.
+void Buffer::Impl::RunTrim(const std::function<bool()>& yield) {
+  uint64_t first_before = committed_.first_seq;
+  Status ts = TrimTo(committed_.MinCursor(), "", yield);
+  if (ts.ok() && TrimDue() && committed_.first_seq == first_before) {
+    // Nothing moved although the trim ended without an error: never spin on it.
+    ts = Status::IOError("delivered trim made no progress at seq " +
+                         std::to_string(committed_.first_seq));
+  }
+  if (!ts.ok()) {
+    trim_failed_ = true;
+    trim_failed_at_ = clock_->Now();
+    uint64_t suppressed = 0;
+    if (log_limit_.Allow("trim", &suppressed))
+      EF_LOG(kWarning, kComponent,
+             "trimming delivered records of {} failed: {} (retried; {} similar suppressed)",
+             cfg_.path, ts.ToString(), suppressed);
+    return;
+  }
+  trim_failed_ = false;
+  if (TrimDue()) return;  // yielded: more to do in a later round
+  // Give space back to the file system once most of the file is free, a bounded number of
+  // pages at a time (moving pages writes them to the WAL too).
+  auto pc = QueryInt(wdb_.get(), "PRAGMA page_count");
+  auto fl = QueryInt(wdb_.get(), "PRAGMA freelist_count");
+  if (pc.ok() && fl.ok() && *fl > 64 && *fl * 2 > *pc) {
+    int64_t n = std::min<int64_t>(*fl / 2, static_cast<int64_t>(wal_budget_ / 8 / kPageSize) + 1);
+    (void)sql::Exec(wdb_.get(), "PRAGMA incremental_vacuum(" + std::to_string(n) + ")");
+  }
 }
 
 // Background work between groups: max_age retention and, for sync=normal, the periodic fsync
@@ -1587,22 +1640,24 @@ void Buffer::Impl::Housekeeping() {
   }
 }
 
-bool Buffer::Impl::Runnable() const {
+// An op in the queue can run now (appends waiting for space cannot).
+bool Buffer::Impl::OpsWaiting() const {
   for (const Op* op : queue_) {
     if (op->kind != Op::Kind::kAppend) return true;
-    if (!blocked_ || space_changed_ || stopping_ || cancel_blocked_) return true;
-    break;
+    return !blocked_ || space_changed_ || stopping_ || cancel_blocked_;
   }
-  return stopping_;
+  return false;
 }
+
+bool Buffer::Impl::Runnable() const { return OpsWaiting() || stopping_; }
 
 void Buffer::Impl::WriterLoop() {
   std::unique_lock lk(mu_);
   for (;;) {
-    if (!Runnable()) {
-      // Idle: wake for housekeeping when some is pending. The wait is real time (a scheduling
-      // primitive); what is due is decided by clock_.
-      bool pending = unsynced_ || blocked_ || cfg_.max_age_s > 0;
+    if (!Runnable() && !TrimRunnable()) {
+      // Idle: wake for housekeeping when some is pending (a failed trim is retried from here).
+      // The wait is real time (a scheduling primitive); what is due is decided by clock_.
+      bool pending = unsynced_ || blocked_ || cfg_.max_age_s > 0 || TrimDue();
       if (pending)
         work_cv_.wait_for(
             lk, std::chrono::milliseconds(
@@ -1610,11 +1665,13 @@ void Buffer::Impl::WriterLoop() {
       else
         work_cv_.wait(lk);
     }
-    bool stop =
-        stopping_ && (queue_.empty() || (blocked_ && queue_.front()->kind == Op::Kind::kAppend &&
-                                         std::none_of(queue_.begin(), queue_.end(), [](Op* o) {
-                                           return o->kind != Op::Kind::kAppend;
-                                         })));
+    // A clean stop finishes the delivered trim first (unless it is failing), so that the file
+    // left behind holds no delivered records.
+    bool stop = stopping_ && !TrimRunnable() &&
+                (queue_.empty() || (blocked_ && queue_.front()->kind == Op::Kind::kAppend &&
+                                    std::none_of(queue_.begin(), queue_.end(), [](Op* o) {
+                                      return o->kind != Op::Kind::kAppend;
+                                    })));
     if (stop) break;
     std::vector<Op*> control, group;
     for (auto it = queue_.begin(); it != queue_.end();) {
@@ -1680,13 +1737,34 @@ void Buffer::Impl::WriterLoop() {
     }
     lk.unlock();
     for (Op* op : control) RunControl(op);
+    if (!control.empty()) {
+      // Control ops are committed (a cursor durably): their callers need not wait for the
+      // trim, the housekeeping and the appends of this round. Published first, so that a
+      // caller sees its cursor in LoadCursor and GetStats once it returns. Results are handed
+      // over under mu_ (a submitter may return and reuse its stack as soon as it sees done).
+      Publish();
+      lk.lock();
+      for (Op* op : control) op->Done();
+      control.clear();
+      lk.unlock();
+    }
+    if (TrimRunnable()) {
+      // With appends in hand this round, one bounded transaction of the trim, then the
+      // appends; with none, the trim goes on until an op arrives (or it is done). Either way
+      // the rest follows in the next rounds.
+      bool appends = !group.empty();
+      RunTrim([&] {
+        if (appends) return true;
+        std::lock_guard g(mu_);
+        return OpsWaiting();
+      });
+    }
     Housekeeping();
     if (!group.empty()) RunAppends(group);
     Publish();
     lk.lock();
-    // Hand results over under mu_ (a submitter may return and reuse its stack as soon as it
-    // sees done). Blocked appends go back to the front of the queue, in order.
-    for (Op* op : control) op->Done();
+    // Hand results over under mu_ (see above). Blocked appends go back to the front of the
+    // queue, in order.
     for (auto it = group.rbegin(); it != group.rend(); ++it) {
       if ((*it)->finished)
         (*it)->Done();

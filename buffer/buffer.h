@@ -113,6 +113,9 @@ class Buffer final : public RecordSink, public RecordSource {
                                               size_t max_bytes) override;
   bool WaitForRecordsAfter(uint64_t after_seq, std::chrono::milliseconds max_wait) override;
   Result<uint64_t> LoadCursor(std::string_view name) override;
+  // Returns once the cursor is durable (its own fsynced transaction), before the delivered
+  // records are trimmed: the writer trims them right after, so Stats::records/bytes/first_seq
+  // drop a moment later (FORMAT.md, invariant 4).
   Status CommitCursor(std::string_view name, uint64_t seq) override;
   Status DeadLetter(const StoredRecord& record, std::string_view reason) override;
 

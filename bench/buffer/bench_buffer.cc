@@ -3,19 +3,30 @@
 // transaction of prepared inserts into a one-row-per-record table (the buffer's format-1 schema,
 // kept as the ceiling since format 2 so that ratios compare across formats).
 //
-//   bench_buffer [--dir DIR] [--seconds S] [--only APPENDERSxPER_CALL]
+//   bench_buffer [--dir DIR] [--seconds S] [--only APPENDERSxPER_CALL|drain]
+//
+// The drain cases play the forwarder against the buffer alone (no Kafka): a backlog is read
+// with ReadAfter, "delivered" at once, and its cursor committed from a second thread one commit
+// at a time, every 2500 records, with at most 20000 records delivered but uncommitted (the
+// forwarder's defaults: max_inflight_records / 8 and max_inflight_records). The drain rate is
+// then bound by how long CommitCursor takes; the figures are that rate, the CommitCursor
+// latencies and, with one appender running beside the drain, its Append latencies (what a trim
+// holds appends back by).
 //
 // Every figure is measured here; nothing is a target check. Run it on an idle machine: a shared
 // one makes the full-sync figures (fsync-bound) especially noisy.
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -212,6 +223,137 @@ double ReadRun(const std::string& path, size_t payload, size_t n, double* mb_per
   return count / secs;
 }
 
+struct DrainResult {
+  double rate = 0;                // records drained per second
+  std::vector<double> commit_ms;  // CommitCursor latencies
+  std::vector<double> append_ms;  // Append latencies of the appender beside the drain
+  uint64_t appended = 0;
+};
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+DrainResult DrainRun(const std::string& path, size_t payload, uint64_t n, bool appender) {
+  constexpr uint64_t kThreshold = 2500, kWindow = 20000;
+  Remove(path);
+  config::BufferConfig cfg;
+  cfg.path = path;
+  cfg.sync = config::SyncMode::kFull;  // as the agent ships and bench_forwarder uses
+  cfg.max_bytes = 4ull << 30;
+  auto b = buffer::Buffer::Open(cfg);
+  if (!b.ok()) std::abort();
+  buffer::Buffer& buf = **b;
+  const std::vector<Record> pool = RecordPool(payload);
+  for (uint64_t done = 0; done < n; done += 10000) {
+    std::vector<Record> recs;
+    for (uint64_t i = done; i < std::min(n, done + 10000); ++i)
+      recs.push_back(pool[i % pool.size()]);
+    if (!buf.Append(std::move(recs)).ok()) std::abort();
+  }
+  DrainResult res;
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t request = 0, committed = 0;
+  bool busy = false, stop = false;
+  std::thread committer([&] {
+    std::unique_lock lk(mu);
+    for (;;) {
+      cv.wait(lk, [&] { return stop || request != 0; });
+      if (request == 0) return;
+      uint64_t seq = std::exchange(request, 0);
+      lk.unlock();
+      auto t0 = Clk::now();
+      if (!buf.CommitCursor(buffer::kForwarderCursor, seq).ok()) std::abort();
+      double ms = std::chrono::duration<double, std::milli>(Clk::now() - t0).count();
+      lk.lock();
+      res.commit_ms.push_back(ms);
+      committed = seq;
+      busy = false;
+      cv.notify_all();
+    }
+  });
+  std::atomic<bool> drained{false};
+  std::thread app;
+  if (appender) {
+    app = std::thread([&] {
+      for (uint64_t i = 0; !drained; i += 16) {
+        std::vector<Record> recs;
+        for (uint64_t j = 0; j < 16; ++j) recs.push_back(pool[(i + j) % pool.size()]);
+        auto t0 = Clk::now();
+        if (!buf.Append(std::move(recs)).ok()) std::abort();
+        res.append_ms.push_back(std::chrono::duration<double, std::milli>(Clk::now() - t0).count());
+        res.appended += 16;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // a steady input, not a flood
+      }
+    });
+  }
+  auto t0 = Clk::now();
+  uint64_t delivered = 0;
+  for (;;) {
+    {
+      std::unique_lock lk(mu);
+      // The window: wait for the commit in progress while too much is uncommitted.
+      cv.wait(lk, [&] { return delivered - committed < kWindow || !busy; });
+      if (delivered >= n && committed >= n) break;
+      if (!busy && delivered > committed &&
+          (delivered - committed >= kThreshold || delivered >= n)) {
+        request = delivered;
+        busy = true;
+        cv.notify_all();
+      }
+      if (delivered - committed >= kWindow || delivered >= n) {
+        cv.wait(lk, [&] { return !busy; });
+        continue;
+      }
+    }
+    auto r = buf.ReadAfter(delivered, 1000, 1 << 20);
+    if (!r.ok()) std::abort();
+    for (const auto& sr : *r) {
+      if (sr.seq > n) break;  // the appender's records are not part of the backlog
+      delivered = sr.seq;
+    }
+  }
+  res.rate = static_cast<double>(n) / std::chrono::duration<double>(Clk::now() - t0).count();
+  drained = true;
+  {
+    std::lock_guard lk(mu);
+    stop = true;
+  }
+  cv.notify_all();
+  committer.join();
+  if (app.joinable()) app.join();
+  b->reset();
+  Remove(path);
+  return res;
+}
+
+void PrintDrains(const std::string& path) {
+  std::printf(
+      "\ndrain (sync=full; commit every 2500 records, at most 20000 uncommitted; latencies in "
+      "ms: p50 / p99 / max)\n");
+  std::printf("%-7s %-9s %9s %12s %26s %26s\n", "payload", "appender", "backlog", "records/s",
+              "CommitCursor ms", "Append(16) ms");
+  for (size_t payload : {size_t{100}, size_t{1024}}) {
+    for (bool appender : {false, true}) {
+      uint64_t n = 1000000;
+      DrainResult r = DrainRun(path, payload, n, appender);
+      char app[64] = "-";
+      if (appender)
+        std::snprintf(app, sizeof app, "%.1f / %.1f / %.1f", Percentile(r.append_ms, 0.5),
+                      Percentile(r.append_ms, 0.99), Percentile(r.append_ms, 1.0));
+      char com[64];
+      std::snprintf(com, sizeof com, "%.1f / %.1f / %.1f", Percentile(r.commit_ms, 0.5),
+                    Percentile(r.commit_ms, 0.99), Percentile(r.commit_ms, 1.0));
+      std::printf("%-7zu %-9s %9llu %12.0f %26s %26s\n", payload, appender ? "1x16" : "none",
+                  static_cast<unsigned long long>(n), r.rate, com, app);
+      std::fflush(stdout);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -231,6 +373,10 @@ int main(int argc, char** argv) {
   std::string path = dir + "/bench_buffer_" + std::to_string(::getpid()) + ".db";
   std::printf("bench_buffer: %s, SQLite %s, %u CPUs, %.1f s per run\n", dir.c_str(),
               sqlite3_libversion(), std::thread::hardware_concurrency(), seconds);
+  if (only == "drain") {
+    PrintDrains(path);
+    return 0;
+  }
 
   // The machine may be shared: the ceiling is measured before, between and after the append
   // runs, and the best of the three is used, so ratios err on the low side.
@@ -293,6 +439,7 @@ int main(int argc, char** argv) {
     double rate = ReadRun(path, payload, payload == 100 ? 500000 : 200000, &mbs);
     std::printf("  %4zu B: %9.0f records/s (%.0f MB/s of payload)\n", payload, rate, mbs);
   }
+  PrintDrains(path);
   std::printf("\npeak RSS of the whole run: %llu KiB\n",
               static_cast<unsigned long long>(PeakRssKiB()));
   return 0;

@@ -97,6 +97,7 @@ TEST_CASE(
     REQUIRE(b->Append(first).ok());   // one row: 1-10
     REQUIRE(b->Append(second).ok());  // one row: 11-20
     REQUIRE(b->CommitCursor(kForwarderCursor, 4).ok());
+    REQUIRE(testing::WaitForTrim(*b));
     auto st = b->GetStats();
     CHECK(st.records == 16);
     CHECK(st.first_seq == 5);
@@ -106,6 +107,7 @@ TEST_CASE(
     CHECK(got.front().seq == 5);
     CHECK(got.front().record == all[4]);
     REQUIRE(b->CommitCursor(kForwarderCursor, 12).ok());  // row 1-10 whole, row 11-20 in part
+    REQUIRE(testing::WaitForTrim(*b));
     st = b->GetStats();
     CHECK(st.records == 8);
     CHECK(st.first_seq == 13);
@@ -140,6 +142,7 @@ TEST_CASE("max_age and drop counts stay exact per record over a partly delivered
   REQUIRE(b->Append(Batch(10, "old")).ok());
   REQUIRE(b->CommitCursor(kForwarderCursor, 3).ok());  // 3 delivered, 7 of the row left
   REQUIRE(b->CommitCursor("audit", 3).ok());
+  REQUIRE(testing::WaitForTrim(*b));
   clock.Advance(std::chrono::seconds(11));
   REQUIRE(b->Append(Batch(2, "new")).ok());  // retention runs first: the old row goes
   auto st = b->GetStats();
@@ -151,6 +154,7 @@ TEST_CASE("max_age and drop counts stay exact per record over a partly delivered
   REQUIRE(b->Append(Batch(10, "mid")).ok());  // 13-22, one row
   REQUIRE(b->CommitCursor(kForwarderCursor, 20).ok());
   REQUIRE(b->CommitCursor("audit", 14).ok());  // min cursor 14: row 13-22 rewritten to 15-22
+  REQUIRE(testing::WaitForTrim(*b));
   CHECK(b->GetStats().records == 8);
   clock.Advance(std::chrono::seconds(11));
   REQUIRE(b->Append(Batch(1, "last")).ok());
@@ -175,6 +179,7 @@ TEST_CASE("dead-lettering one record in the middle of a batch keeps its neighbou
   CHECK(rest[0].seq == 4);
   CHECK(rest[0].record == recs[3]);
   CHECK(rest[1].seq == 5);
+  REQUIRE(testing::WaitForTrim(*b));
   CHECK(ReadAll(*b).size() == 2);  // 1-3 are gone, not re-read
   auto dead = b->ListDeadLetters(10);
   REQUIRE(dead.ok());
@@ -182,6 +187,7 @@ TEST_CASE("dead-lettering one record in the middle of a batch keeps its neighbou
   CHECK(dead->at(0).record.seq == 3);
   CHECK(dead->at(0).record.record == recs[2]);
   REQUIRE(b->CommitCursor(kForwarderCursor, 5).ok());
+  REQUIRE(testing::WaitForTrim(*b));
   CHECK(b->GetStats().records == 0);
   auto n = b->RequeueDeadLetters(std::nullopt);
   REQUIRE(n.ok());
@@ -250,6 +256,7 @@ TEST_CASE(
   for (size_t i = 0; i < 20; ++i) CHECK(got[500 + i].record == random[i]);
   // A partly delivered compressed row is rewritten compressed, and reads on exactly.
   REQUIRE(b->CommitCursor(kForwarderCursor, 250).ok());
+  REQUIRE(testing::WaitForTrim(*b));
   auto rest = ReadAll(*b);
   REQUIRE(rest.size() == 270);
   CHECK(rest[0].seq == 251);
@@ -340,6 +347,7 @@ TEST_CASE(
   CHECK(migrated->LastSeq() == 215);
   REQUIRE(migrated->CommitCursor("audit", 100).ok());
   REQUIRE(migrated->CommitCursor(kForwarderCursor, 100).ok());
+  REQUIRE(testing::WaitForTrim(*migrated));
   CHECK(migrated->GetStats().records == 115);
   CHECK(ReadAll(*migrated).front().seq == 101);
 }
@@ -374,6 +382,7 @@ TEST_CASE("a large format-1 file migrates in bounded steps, even when it fills m
   REQUIRE(b->Append(Batch(3, "new")).ok());
   CHECK(b->LastSeq() == 20003);
   REQUIRE(b->CommitCursor(kForwarderCursor, 20003).ok());
+  REQUIRE(testing::WaitForTrim(*b));
   CHECK(b->GetStats().records == 0);
 }
 

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -30,6 +31,8 @@ std::atomic<bool> g_disk_full{false};
 std::atomic<int64_t> g_ops{0};
 std::atomic<int64_t> g_wal_started{0};
 std::atomic<int64_t> g_wal_completed{0};
+std::mutex g_hook_mu;
+std::function<void()> g_wal_sync_hook;  // guarded by g_hook_mu
 sqlite3_vfs* g_base = nullptr;
 sqlite3_vfs g_vfs;
 
@@ -95,6 +98,14 @@ int xTruncate(sqlite3_file* f, sqlite3_int64 size) {
 }
 int xSync(sqlite3_file* f, int) {
   File* p = reinterpret_cast<File*>(f);
+  if (p->is_wal) {
+    std::function<void()> hook;
+    {
+      std::lock_guard lk(g_hook_mu);
+      hook = g_wal_sync_hook;
+    }
+    if (hook) hook();
+  }
   int64_t index = p->is_wal ? ++g_wal_started : 0;
   if (CutNow()) return SQLITE_IOERR_FSYNC;
   {
@@ -245,6 +256,10 @@ int64_t PowerCut::Ops() { return g_ops; }
 int64_t PowerCut::WalSyncsStarted() { return g_wal_started; }
 int64_t PowerCut::LastCompletedWalSync() { return g_wal_completed; }
 void PowerCut::SetDiskFull(bool full) { g_disk_full = full; }
+void PowerCut::SetWalSyncHook(std::function<void()> hook) {
+  std::lock_guard lk(g_hook_mu);
+  g_wal_sync_hook = std::move(hook);
+}
 
 void PowerCut::Revert() {
   std::lock_guard lk(g_mu);

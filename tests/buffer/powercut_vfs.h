@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace edgeferry::buffer::testing {
@@ -40,6 +41,10 @@ class PowerCut {
   static int64_t LastCompletedWalSync();
   // While set, every write fails with SQLITE_FULL (ENOSPC), as on a full file system.
   static void SetDiskFull(bool full);
+  // Called at the start of every xSync of a "-wal" file, on the thread that syncs (the buffer's
+  // writer), so that a test can hold the writer inside a commit. Empty: none. The hook must not
+  // call into SQLite.
+  static void SetWalSyncHook(std::function<void()> hook);
 };
 
 }  // namespace edgeferry::buffer::testing

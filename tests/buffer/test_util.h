@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -76,6 +78,22 @@ inline bool WaitFor(const std::function<bool()>& cond,
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return true;
+}
+
+// Waits (with WaitFor's deadline) until the buffer holds no delivered record, i.e. nothing at or
+// below its smallest cursor. CommitCursor returns once the cursor is durable; the writer trims
+// what it delivered afterwards (buffer/FORMAT.md, invariant 4), so stats and reads from seq 0
+// show the trim only after this.
+inline bool WaitForTrim(Buffer& b, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  return WaitFor(
+      [&] {
+        Stats st = b.GetStats();
+        if (st.cursors.empty() || st.first_seq == 0) return true;
+        uint64_t min = UINT64_MAX;
+        for (const auto& [name, c] : st.cursors) min = std::min(min, c.seq);
+        return st.first_seq > min;
+      },
+      timeout);
 }
 
 // Byte-level damage.
