@@ -204,6 +204,9 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& l
 
   std::unique_ptr<MetricsServer> m(new MetricsServer());
   m->server_ = std::make_unique<httplib::Server>();
+  // httplib's default pool is max(8, cores - 1) threads, each idle for the agent's lifetime. A
+  // scraper or two per interval is the whole load: two workers answer them.
+  m->server_->new_task_queue = [] { return new httplib::ThreadPool(2); };
   // httplib's default also sets SO_REUSEPORT, which would let a second agent bind the same port
   // and steal half the scrapes. SO_REUSEADDR alone keeps restarts quick and clashes loud.
   m->server_->set_socket_options([](socket_t sock) {
