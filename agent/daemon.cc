@@ -21,6 +21,7 @@
 #include "agent/watchdog.h"
 #include "buffer/buffer.h"
 #include "common/log.h"
+#include "common/thread_name.h"
 #include "forwarder/forwarder.h"
 #include "sensors/sensors.h"
 
@@ -100,7 +101,10 @@ class Heartbeat {
   ~Heartbeat() { Stop(); }
 
   void Start() {
-    thread_ = std::thread([this] { Loop(); });
+    thread_ = std::thread([this] {
+      SetThreadName("ef-heartbeat");
+      Loop();
+    });
   }
   void Stop() {
     {
@@ -496,6 +500,7 @@ void Daemon::StopPipelineForReload(const sigset_t& signals) {
   std::atomic<bool> done{false};
   std::atomic<bool> stop{false};
   std::thread watcher([&] {
+    SetThreadName("ef-reload");
     // Signals are blocked in every thread, so sigtimedwait here takes a pending one.
     while (!done.load()) {
       timespec ts{0, 50'000'000};

@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "common/log.h"
+#include "common/thread_name.h"
 
 namespace edgeferry::agent {
 
@@ -233,7 +234,10 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& l
   }
   m->port_ = bound;
   m->listen_ = listen;
-  m->thread_ = std::thread([self] { self->server_->listen_after_bind(); });
+  m->thread_ = std::thread([self] {
+    SetThreadName("ef-metrics");  // its HTTP workers start from here and inherit the name
+    self->server_->listen_after_bind();
+  });
   // httplib's stop() is a no-op until the accept loop runs, so the destructor could otherwise
   // join a thread that never ends. The loop starts within microseconds of the thread.
   while (!m->server_->is_running()) std::this_thread::yield();

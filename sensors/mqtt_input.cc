@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "common/log.h"
+#include "common/thread_name.h"
 #include "sensors/mqtt_session.h"
 
 namespace edgeferry::sensors {
@@ -60,11 +61,15 @@ class MqttInput final : public Input {
            sessions_.size(), fmt::join(m.uris, ", "), base_id_, sessions_.size() > 1 ? "-<n>" : "",
            m.version == 5 ? "5" : "3.1.1");
     for (auto& s : sessions_) {
-      threads_.emplace_back([session = s.get()] { session->Run(); });
+      threads_.emplace_back([session = s.get()] {
+        SetThreadName("ef-mqtt");
+        session->Run();
+      });
     }
     // The watchdog's tick while every connection may be parked in a blocking Append (that is
     // back-pressure, not a hang).
     ticker_ = std::thread([this] {
+      SetThreadName("ef-mqtt-tick");
       std::unique_lock lock(core_.mu);
       while (!core_.stopping) {
         core_.cv.wait_for(lock, 100ms);

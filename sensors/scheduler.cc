@@ -1,6 +1,7 @@
 #include "sensors/scheduler.h"
 
 #include "common/log.h"
+#include "common/thread_name.h"
 
 namespace edgeferry::sensors {
 
@@ -65,6 +66,7 @@ void SensorScheduler::StartWorkerLocked() {
   // The worker only touches `core` (shared) and, while not abandoned, reads_started_; an
   // abandoned worker stops touching the scheduler object before it returns to the loop.
   core->workers.emplace(id, std::thread([core, id, reads] {
+                          SetThreadName("ef-sensor");
                           std::unique_lock lock(core->mu);
                           while (true) {
                             core->work_cv.wait(
@@ -132,7 +134,10 @@ uint64_t SensorScheduler::Add(TaskSpec spec) {
   if (!core_->started) {
     core_->started = true;
     for (int i = 0; i < pool_size_; ++i) StartWorkerLocked();
-    timer_ = std::thread([this] { TimerLoop(); });
+    timer_ = std::thread([this] {
+      SetThreadName("ef-sensor-timer");
+      TimerLoop();
+    });
   }
   core_->timer_cv.notify_all();
   return id;

@@ -6,7 +6,9 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <regex>
@@ -493,6 +495,19 @@ TEST_CASE("metrics: the endpoint serves the expected series and a real Prometheu
   CHECK(Sample(text, "edgeferry_watchdog_healthy") == 1);
   CHECK(text.find("# TYPE edgeferry_kafka_errors_total counter") != std::string::npos);
   CHECK(text.find("# TYPE edgeferry_buffer_dropped_records_total counter") != std::string::npos);
+
+  // Threads by name (top -H, ps -L): the HTTP server keeps two workers beside its listener, not
+  // httplib's default of max(8, cores - 1).
+  std::map<std::string, int> threads;
+  for (const auto& t : std::filesystem::directory_iterator(
+           "/proc/" + std::to_string(agent.process().pid()) + "/task")) {
+    std::string name = rig::ReadFile(t.path() / "comm");
+    while (!name.empty() && name.back() == '\n') name.pop_back();
+    ++threads[name];
+  }
+  CHECK(threads["ef-metrics"] == 3);
+  CHECK(threads["ef-sensor-timer"] == 1);
+  CHECK(threads["ef-sensor"] >= 1);
 
   // A real Prometheus (Debian's package) scraping the endpoint on loopback every second.
   int prom_port = rig::FreeLoopbackPort();
