@@ -228,6 +228,7 @@ struct DrainResult {
   std::vector<double> commit_ms;  // CommitCursor latencies
   std::vector<double> append_ms;  // Append latencies of the appender beside the drain
   uint64_t appended = 0;
+  double wbytes_per_record = 0;  // written to storage during the drain, per backlog record
 };
 
 double Percentile(std::vector<double> v, double p) {
@@ -254,6 +255,7 @@ DrainResult DrainRun(const std::string& path, size_t payload, uint64_t n, bool a
     if (!buf.Append(std::move(recs)).ok()) std::abort();
   }
   DrainResult res;
+  uint64_t w0 = WriteBytes();
   std::mutex mu;
   std::condition_variable cv;
   uint64_t request = 0, committed = 0;
@@ -325,7 +327,8 @@ DrainResult DrainRun(const std::string& path, size_t payload, uint64_t n, bool a
   cv.notify_all();
   committer.join();
   if (app.joinable()) app.join();
-  b->reset();
+  b->reset();  // includes the final checkpoint
+  res.wbytes_per_record = static_cast<double>(WriteBytes() - w0) / static_cast<double>(n);
   Remove(path);
   return res;
 }
@@ -334,8 +337,8 @@ void PrintDrains(const std::string& path) {
   std::printf(
       "\ndrain (sync=full; commit every 2500 records, at most 20000 uncommitted; latencies in "
       "ms: p50 / p99 / max)\n");
-  std::printf("%-7s %-9s %9s %12s %26s %26s\n", "payload", "appender", "backlog", "records/s",
-              "CommitCursor ms", "Append(16) ms");
+  std::printf("%-7s %-9s %9s %12s %8s %10s %26s %26s\n", "payload", "appender", "backlog",
+              "records/s", "commits", "wbytes/rec", "CommitCursor ms", "Append(16) ms");
   for (size_t payload : {size_t{100}, size_t{1024}}) {
     for (bool appender : {false, true}) {
       uint64_t n = 1000000;
@@ -347,8 +350,9 @@ void PrintDrains(const std::string& path) {
       char com[64];
       std::snprintf(com, sizeof com, "%.1f / %.1f / %.1f", Percentile(r.commit_ms, 0.5),
                     Percentile(r.commit_ms, 0.99), Percentile(r.commit_ms, 1.0));
-      std::printf("%-7zu %-9s %9llu %12.0f %26s %26s\n", payload, appender ? "1x16" : "none",
-                  static_cast<unsigned long long>(n), r.rate, com, app);
+      std::printf("%-7zu %-9s %9llu %12.0f %8zu %10.0f %26s %26s\n", payload,
+                  appender ? "1x16" : "none", static_cast<unsigned long long>(n), r.rate,
+                  r.commit_ms.size(), r.wbytes_per_record, com, app);
       std::fflush(stdout);
     }
   }
