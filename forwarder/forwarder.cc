@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "common/thread_name.h"
 #include "forwarder/backoff.h"
 #include "forwarder/cursor_tracker.h"
 #include "forwarder/kafka_conf.h"
@@ -114,8 +115,14 @@ class Forwarder::Impl {
     EF_LOG(kInfo, kLog, "librdkafka {}; resuming after seq {} (cursor \"{}\")",
            rd_kafka_version_str(), *cursor, kCursorName);
     started_ = true;
-    committer_ = std::thread([this] { RunCommitter(); });
-    thread_ = std::thread([this] { Run(); });
+    committer_ = std::thread([this] {
+      SetThreadName("ef-commit");
+      RunCommitter();
+    });
+    thread_ = std::thread([this] {
+      SetThreadName("ef-forwarder");
+      Run();
+    });
     return Status::Ok();
   }
 

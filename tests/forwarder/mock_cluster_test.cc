@@ -5,6 +5,8 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -743,6 +745,41 @@ TEST_CASE("mock: producer recreated with requests in flight - the cursor never p
   size_t dups = 0;
   RequireNoLoss(mc, expected, &dups);
   MESSAGE("duplicates: " << dups);
+}
+
+// The forwarder's two threads carry names for top -H, ps -L and gdb.
+TEST_CASE("mock: the forwarder's threads are named ef-forwarder and ef-commit") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 1);
+  MemorySource src;
+  auto fwd = StartForwarder(MockConfig(mc), &src);
+  auto names = [] {
+    std::multiset<std::string> out;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(task.path() / "comm");
+      std::string name;
+      if (std::getline(comm, name)) out.insert(name);
+    }
+    return out;
+  };
+  // Each thread names itself as it starts: wait for both.
+  bool found = testing::WaitUntil(
+      [&] {
+        auto n = names();
+        return n.count("ef-forwarder") == 1 && n.count("ef-commit") == 1;
+      },
+      5s);
+  auto n = names();
+  INFO("threads: " << [&] {
+    std::string all;
+    for (const auto& s : n) all += s + " ";
+    return all;
+  }());
+  CHECK(found);
+  fwd->Stop(1s);
+  auto after = names();
+  CHECK(after.count("ef-forwarder") == 0);  // joined by Stop
+  CHECK(after.count("ef-commit") == 0);
 }
 
 }  // namespace
