@@ -274,7 +274,7 @@ class Forwarder::Impl {
 
   void HandleCompletions() {
     if (completions_.empty()) return;
-    uint64_t ok = 0, ok_bytes = 0, failed = 0;
+    uint64_t ok = 0, ok_bytes = 0, failed = 0, purged = 0;
     const int64_t now_ms = clock_->NowUnixMs();
     LatencyHistogram latency;
     int64_t last_latency = 0, max_latency = 0;
@@ -294,6 +294,17 @@ class Forwarder::Impl {
         max_latency = std::max(max_latency, last_latency);
         latency.Observe(last_latency);
         if (isolated) suspects_.erase(seq);
+        continue;
+      }
+      if (c.err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || c.err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+        // The forwarder purged it (EnterRecovery, RecreateProducer), which only happens while
+        // recovering from a failure already counted: not a failure of its own.
+        ++purged;
+        tracker_.OnFailed(seq);
+        if (!recovering_) {  // not expected; if it ever happens, resend like after a failure
+          EnterRecovery(fmt::format("{}: {}", rd_kafka_err2name(c.err), rd_kafka_err2str(c.err)),
+                        /*transient=*/true);
+        }
         continue;
       }
       ++failed;
@@ -329,9 +340,10 @@ class Forwarder::Impl {
       stats_.max_delivery_latency_ms = std::max(stats_.max_delivery_latency_ms, max_latency);
       stats_.delivery_latency.Merge(latency);
     }
-    if (failed > 0) {
+    if (failed > 0 || purged > 0) {
       std::lock_guard s(stats_mu_);
       stats_.delivery_failures += failed;
+      stats_.purged_records += purged;
     }
   }
 

@@ -70,8 +70,16 @@ struct Stats {
   uint64_t resent_records = 0;     // records produced again after a failed delivery
   uint64_t dead_lettered = 0;      // records moved to the dead-letter table
   uint64_t producer_restarts = 0;  // producers destroyed and recreated after a fatal error
-  uint64_t delivery_failures = 0;  // failed delivery reports of any kind
-  // Failed deliveries and produce() refusals by librdkafka error name (e.g. "_MSG_TIMED_OUT").
+  // Failed delivery reports: the broker or librdkafka refused or lost the record (timeout,
+  // authorization, broker errors, ...). Not the records the forwarder purged itself.
+  uint64_t delivery_failures = 0;
+  // Records whose delivery report says the forwarder purged them from librdkafka's queues
+  // (_PURGE_QUEUE / _PURGE_INFLIGHT: the queue behind a failed record, a recreated producer).
+  // Not failures: a consequence of one, kept apart so that delivery_failures counts only real
+  // ones. Purged records stay in the buffer and are sent again (resent_records).
+  uint64_t purged_records = 0;
+  // Failed deliveries and produce() refusals by librdkafka error name (e.g. "_MSG_TIMED_OUT");
+  // like delivery_failures, without purges.
   std::map<std::string, uint64_t> errors_by_kind;
   int64_t last_delivery_unix_ms = 0;  // 0: nothing delivered since start
   // Ingest-to-delivery latency (Clock::NowUnixMs at the delivery report minus the record's
