@@ -46,8 +46,8 @@ struct KafkaConfig {
   uint32_t backoff_max_ms = 30000;
   // librdkafka's; an expired record is re-sent from the buffer. 0 = none.
   uint32_t message_timeout_ms = 60000;
-  std::string topic_template = "edgeferry.{device}.{input}";  // {device} {input} {topic}
-  std::string key_template = "{device}.{input}";
+  std::string topic_template = "edgeferry.{device}.{input}";  // {device} {input}
+  std::string key_template = "{device}.{input}";              // {device} {input} {topic}
   // Passed through to librdkafka verbatim (security.protocol, sasl.*, ssl.*, client.rack ...).
   // A property that one of our own keys sets is a config error.
   std::map<std::string, std::string> properties;

@@ -44,7 +44,7 @@ void AddStringConstraints(const Key& k, Json* s) {
       (*s)["pattern"] = std::string(kVarAlt) + "^(tcp|ssl|mqtt|mqtts)://[^\\s/@]+(/.*)?$";
       break;
     case Check::kTopicTemplate:
-      (*s)["pattern"] = std::string(kVarAlt) + "^([A-Za-z0-9._-]|\\{(device|input|topic)\\})+$";
+      (*s)["pattern"] = std::string(kVarAlt) + "^([A-Za-z0-9._-]|\\{(device|input)\\})+$";
       break;
     case Check::kKeyTemplate:
       (*s)["pattern"] = std::string(kVarAlt) + "^([^{]|\\{(device|input|topic)\\})+$";
@@ -236,7 +236,7 @@ std::string Allowed(const Key& k) {
       check = "topic levels, `+`, `#`, `{name}`";
       break;
     case Check::kTopicTemplate:
-      check = "Kafka topic with `{device}` `{input}` `{topic}`";
+      check = "Kafka topic with `{device}` `{input}`";
       break;
     case Check::kKeyTemplate:
       check = "text with `{device}` `{input}` `{topic}`";

@@ -464,20 +464,31 @@ std::string TopicPatternProblem(const std::string& p) {
   return "";
 }
 
-// Topic and key templates: placeholders {device} {input} {topic}; topics also need Kafka's
-// character set once the placeholders are filled in.
+// Topic and key templates; topics also need Kafka's character set once the placeholders are
+// filled in. Key templates take {device} {input} {topic}, topic templates only {device} {input}:
+// {topic} is the record's own Kafka topic, which a topic template builds (the forwarder fills it
+// with "" there), so it is refused by name rather than documented as always empty.
 std::string TemplateProblem(const std::string& t, bool kafka_topic, bool placeholders) {
-  static const std::vector<std::string> kPlaceholders = {"device", "input", "topic"};
+  static const std::vector<std::string> kKeyPlaceholders = {"device", "input", "topic"};
+  static const std::vector<std::string> kTopicPlaceholders = {"device", "input"};
+  const auto& allowed = kafka_topic ? kTopicPlaceholders : kKeyPlaceholders;
+  const char* allowed_text = kafka_topic ? "{device}, {input}" : "{device}, {input}, {topic}";
   if (t.empty()) return "it is empty";
   if (kafka_topic && t.size() > 249) return "Kafka topics are at most 249 characters";
   for (size_t i = 0; i < t.size(); ++i) {
     if (t[i] == '{' && placeholders) {
       size_t close = t.find('}', i);
       std::string name = t.substr(i + 1, close == std::string::npos ? close : close - i - 1);
-      if (close == std::string::npos || !Contains(kPlaceholders, name)) {
+      if (kafka_topic && close != std::string::npos && name == "topic") {
+        return std::string(
+                   "{topic} is the record's own topic and cannot be used to build it; "
+                   "allowed here: ") +
+               allowed_text;
+      }
+      if (close == std::string::npos || !Contains(allowed, name)) {
         return "unknown placeholder " +
                Quote("{" + name + (close == std::string::npos ? "" : "}")) +
-               "; allowed: {device}, {input}, {topic}";
+               "; allowed: " + allowed_text;
       }
       i = close;
       continue;
@@ -518,9 +529,10 @@ bool CheckString(const Key& k, const std::string& s, const std::string& path, Lo
     case Check::kMqttUri:
       if (s.starts_with("ws://") || s.starts_with("wss://")) {
         // The MQTT input's own client (sensors/) speaks MQTT over TCP and TLS only.
-        problem = "MQTT over WebSockets is not supported: use tcp:// or ssl:// (mqtt://, "
-                  "mqtts://), found " +
-                  Quote(s);
+        problem =
+            "MQTT over WebSockets is not supported: use tcp:// or ssl:// (mqtt://, "
+            "mqtts://), found " +
+            Quote(s);
       } else if (!ValidMqttUri(s)) {
         problem = "expected " + StringPhrase(k) + ", found " + Quote(s);
       }
@@ -1014,7 +1026,8 @@ LoadResult LoadFile(const std::string& path) {
       return r;
     }
     if (S_ISDIR(st.st_mode)) {
-      r.errors.push_back({"", "cannot read config file " + QuotePath(path) + ": it is a directory"});
+      r.errors.push_back(
+          {"", "cannot read config file " + QuotePath(path) + ": it is a directory"});
       return r;
     }
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

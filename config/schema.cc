@@ -395,17 +395,18 @@ Section MakeKafka() {
       {.name = "topic_template",
        .type = Type::kString,
        .description = "Kafka topic of each record unless its input sets topic. Placeholders: "
-                      "{device} (device_id), {input} (input name), {topic} (the record's own "
-                      "topic, empty unless its input set one). Other characters: letters, "
-                      "digits, '.', '_', '-'. See forwarder/README.md.",
+                      "{device} (device_id), {input} (input name); not {topic}, which is the "
+                      "topic this builds. Other characters: letters, digits, '.', '_', '-'. See "
+                      "forwarder/README.md.",
        .default_value = "edgeferry.{device}.{input}",
        .check = Check::kTopicTemplate,
        .set = Field(&KafkaConfig::topic_template)},
       {.name = "key_template",
        .type = Type::kString,
        .description = "Record key when the input did not set one (an MQTT input's "
-                      "topic_pattern can); the same placeholders as topic_template. The default "
-                      "keeps each input's readings in order inside one partition.",
+                      "topic_pattern can). Placeholders: {device}, {input}, and {topic} (the "
+                      "Kafka topic set by the input's topic key, empty for inputs without one). "
+                      "The default keeps each input's readings in order inside one partition.",
        .default_value = "{device}.{input}",
        .check = Check::kKeyTemplate,
        .set = Field(&KafkaConfig::key_template)},
@@ -527,7 +528,7 @@ Section MakeInput(const Section* tls, const Section* subscription) {
       {.name = "topic",
        .type = Type::kString,
        .description = "Kafka topic for this input's records instead of kafka.topic_template "
-                      "(same placeholders).",
+                      "(placeholders {device} and {input}).",
        .check = Check::kTopicTemplate,
        .set = Field(&InputConfig::topic)},
       {.name = "enabled",

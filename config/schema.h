@@ -39,7 +39,7 @@ enum class Check {
   kMqttUri,        // tcp:// ssl:// mqtt:// mqtts:// host[:port] (ws:// wss:// refused by name)
   kMqttFilter,     // MQTT topic filter, "$share/group/filter" allowed
   kTopicPattern,   // MQTT topic levels with {name} captures, + and # (see sensors/)
-  kTopicTemplate,  // Kafka topic: [A-Za-z0-9._-] and {device} {input} {topic}
+  kTopicTemplate,  // Kafka topic: [A-Za-z0-9._-] and {device} {input} (no {topic}: it is this)
   kKeyTemplate,    // any text; placeholders limited to {device} {input} {topic}
   kKafkaTopic,     // a literal Kafka topic name
   kReadableFile,   // path of a readable regular file

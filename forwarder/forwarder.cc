@@ -462,9 +462,9 @@ class Forwarder::Impl {
     if (it != routes_.end()) return it->second;
     Route r;
     auto t = opts_.input_topics.find(input);
-    r.topic = (t != opts_.input_topics.end() && !t->second.empty())
-                  ? t->second
-                  : ExpandTemplate(cfg_.topic_template, opts_.device_id, input, "");
+    r.topic = ExpandTemplate(
+        t != opts_.input_topics.end() && !t->second.empty() ? t->second : cfg_.topic_template,
+        opts_.device_id, input, "");
     r.key = ExpandTemplate(cfg_.key_template, opts_.device_id, input, "");
     r.topic_valid = IsValidTopicName(r.topic);
     return routes_.emplace(input, std::move(r)).first->second;
@@ -473,12 +473,19 @@ class Forwarder::Impl {
   Outcome Produce(const StoredRecord& sr) {
     const Record& r = sr.record;
     Route& def = DefaultRoute(r.source);
-    const std::string& topic = r.topic.empty() ? def.topic : r.topic;
+    // A record's own topic is an input's `topic`, which may hold {device} and {input} (a Kafka
+    // topic never holds '{', so only such a topic is expanded).
+    std::string topic_buf;
+    if (!r.topic.empty() && r.topic.find('{') != std::string::npos) {
+      topic_buf = ExpandTemplate(r.topic, opts_.device_id, r.source, "");
+    }
+    const std::string& own_topic = topic_buf.empty() ? r.topic : topic_buf;
+    const std::string& topic = r.topic.empty() ? def.topic : own_topic;
     std::string key_buf;
     const std::string* key = &r.key;
     if (r.key.empty()) {
       if (key_uses_topic_) {
-        key_buf = ExpandTemplate(cfg_.key_template, opts_.device_id, r.source, r.topic);
+        key_buf = ExpandTemplate(cfg_.key_template, opts_.device_id, r.source, own_topic);
         key = &key_buf;
       } else {
         key = &def.key;
@@ -487,7 +494,7 @@ class Forwarder::Impl {
     bool resend = sr.seq <= tracker_.highest();
     if (!tracker_.OnSent(sr.seq)) return Outcome::kDone;  // already delivered or below cursor
 
-    bool valid = r.topic.empty() ? def.topic_valid : IsValidTopicName(r.topic);
+    bool valid = r.topic.empty() ? def.topic_valid : IsValidTopicName(topic);
     if (!valid) {
       return DeadLetterNow(sr, fmt::format("invalid Kafka topic name \"{}\"", topic));
     }
@@ -922,9 +929,11 @@ Result<std::unique_ptr<Forwarder>> Forwarder::Create(const config::KafkaConfig& 
   if (source == nullptr) return Status::InvalidArgument("forwarder: no record source");
   if (options.device_id.empty()) return Status::InvalidArgument("forwarder: empty device id");
   for (const auto& [input, topic] : options.input_topics) {
-    if (!topic.empty() && !IsValidTopicName(topic)) {
-      return Status::InvalidArgument(
-          fmt::format("input \"{}\": topic \"{}\" is not a valid Kafka topic name", input, topic));
+    if (topic.empty()) continue;
+    std::string expanded = ExpandTemplate(topic, options.device_id, input, "");
+    if (!IsValidTopicName(expanded)) {
+      return Status::InvalidArgument(fmt::format(
+          "input \"{}\": topic \"{}\" is not a valid Kafka topic name", input, expanded));
     }
   }
   auto impl = std::make_unique<Impl>(cfg, std::move(options), source);

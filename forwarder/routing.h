@@ -1,6 +1,7 @@
 // Where a record goes and with which key: templates with {device}, {input} and {topic}
-// placeholders ({topic} is the record's own topic, empty if it has none), and Kafka's topic
-// name rules. Pure functions, thread-safe.
+// placeholders ({topic} is the record's own topic, empty if it has none, so only key templates
+// use it; the config refuses it in topic templates), and Kafka's topic name rules. Pure
+// functions, thread-safe.
 #pragma once
 
 #include <string>

@@ -786,6 +786,50 @@ TEST_CASE("mock: records purged behind one failed record are not delivery failur
   RequireNoLoss(mc, expected);
 }
 
+// An input's topic may hold {device} and {input} (the config allows them there): the forwarder
+// fills them in for the record's own topic and for the input's default route, and {topic} in the
+// key template is that expanded topic.
+TEST_CASE("mock: an input's topic with {device} and {input} is expanded - {topic} in the key too") {
+  MockCluster mc(1);
+  const std::string topic = "fwd-dev-1-temp";
+  mc.CreateTopic(topic, 1);
+  MemorySource src;
+  for (int i = 0; i < 3; ++i) {
+    Record r;
+    r.source = "temp";
+    r.topic = "fwd-{device}-{input}";  // as the inputs copy InputConfig::topic
+    r.event_time_ms = 1'700'000'000'000 + i;
+    r.payload = "v" + std::to_string(i);
+    src.Append(std::move(r));
+  }
+  auto c = MockConfig(mc);
+  c.key_template = "{topic}/{input}";
+  Options o;
+  o.device_id = "dev-1";
+  o.input_topics["temp"] = "fwd-{device}-{input}";
+  auto f = Forwarder::Create(c, o, &src);
+  REQUIRE_MESSAGE(f.ok(), f.status().ToString());
+  auto fwd = std::move(f).value();
+  REQUIRE(fwd->Start().ok());
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  fwd->Stop(5s);
+  CHECK(src.dead_letters().empty());
+  auto got = testing::ReadTopic(mc.bootstrap(), topic, 3, 20s);
+  REQUIRE(got.size() == 3);
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i].value == "v" + std::to_string(i));
+    CHECK(got[i].key == std::optional<std::string>(topic + "/temp"));
+  }
+
+  // Create checks the expanded name.
+  Options bad = o;
+  bad.input_topics["temp"] = "fwd {device}";
+  auto g = Forwarder::Create(c, bad, &src);
+  REQUIRE_FALSE(g.ok());
+  CHECK(g.status().message() ==
+        "input \"temp\": topic \"fwd dev-1\" is not a valid Kafka topic name");
+}
+
 // The forwarder's two threads carry names for top -H, ps -L and gdb.
 TEST_CASE("mock: the forwarder's threads are named ef-forwarder and ef-commit") {
   MockCluster mc(1);
