@@ -141,6 +141,7 @@ Json SectionSchema(const Section& sec) {
     for (const std::string& p : k.librdkafka) owned.push_back(p);
   }
   if (!owned.empty()) {
+    for (const std::string& p : schema::ForbiddenKafkaProperties()) owned.push_back(p);
     for (const Key& k : sec.keys) {
       if (k.type == Type::kStringMap) props[k.name]["propertyNames"] = {{"not", {{"enum", owned}}}};
     }

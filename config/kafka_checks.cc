@@ -1,8 +1,12 @@
 // Cross-key checks of the kafka section. Pass-through properties are checked against our own
-// keys (a property that one of them sets is an error naming both, never a silent override) and
-// against librdkafka itself, so `check-config` finds a misspelt property, not the first connect.
+// keys (a property that one of them sets is an error naming both, never a silent override),
+// against the ones the forwarder cannot allow (ForbiddenKafkaProperties) and against librdkafka
+// itself, so `check-config` finds a misspelt property, not the first connect. These are the only
+// checks of the kafka section: the forwarder (a layer above) relies on them and only reports
+// what librdkafka says when it builds the producer's configuration.
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -109,6 +113,11 @@ void FinishKafka(void* obj, SectionState& s) {
   for (const Key& key : FindKey(Root(), "kafka")->section->keys) {
     for (const std::string& p : key.librdkafka) owned[p] = key.name;
   }
+  auto forbidden = [](const std::string& name) {
+    const auto& f = ForbiddenKafkaProperties();
+    return std::find(f.begin(), f.end(), name) != f.end();
+  };
+  constexpr const char* kForbiddenWhy = "not supported (the forwarder owns delivery tracking)";
   auto conflict = [&](const std::string& name) {
     const std::string& ours = owned.at(name);
     return "conflicts with " + s.PathOf(ours) + ", which sets librdkafka's \"" + name + "\"; set " +
@@ -121,6 +130,10 @@ void FinishKafka(void* obj, SectionState& s) {
       std::string path = s.PathOf("properties") + "/" + EscapePointerToken(name);
       if (owned.contains(name)) {
         s.Error(path, conflict(name));
+        continue;
+      }
+      if (forbidden(name)) {
+        s.Error(path, kForbiddenWhy);
         continue;
       }
       std::string& value = k.properties[name];
@@ -147,6 +160,10 @@ void FinishKafka(void* obj, SectionState& s) {
       std::string path = s.PathOf("property_files") + "/" + EscapePointerToken(name);
       if (owned.contains(name)) {
         s.Error(path, conflict(name));
+        continue;
+      }
+      if (forbidden(name)) {
+        s.Error(path, kForbiddenWhy);
         continue;
       }
       if (s.json().contains("properties") && s.json()["properties"].is_object() &&

@@ -282,6 +282,17 @@ Section MakeBuffer() {
   return s;
 }
 
+}  // namespace
+
+const std::vector<std::string>& ForbiddenKafkaProperties() {
+  // The forwarder produces without transactions and sets these callbacks itself.
+  static const std::vector<std::string> kForbidden = {"transactional.id", "dr_cb", "dr_msg_cb",
+                                                      "error_cb"};
+  return kForbidden;
+}
+
+namespace {
+
 Section MakeKafka() {
   Section s{.pointer = "/kafka",
             .title = "kafka",
@@ -341,17 +352,21 @@ Section MakeKafka() {
       {.name = "max_inflight_records",
        .type = Type::kInteger,
        .description = "Cap on records handed to librdkafka and not yet acknowledged: bounds "
-                      "memory whatever the backlog.",
+                      "memory whatever the backlog (librdkafka's own queue limit is set above it).",
        .default_value = 20000,
        .minimum = 1,
        .maximum = 10000000,
+       // The forwarder derives librdkafka's queue limit from it (with headroom).
+       .librdkafka = {"queue.buffering.max.messages"},
        .set = Field(&KafkaConfig::max_inflight_records)},
       {.name = "max_inflight_bytes",
        .type = Type::kInteger,
-       .description = "Cap on payload bytes handed to librdkafka and not yet acknowledged.",
+       .description = "Cap on payload bytes handed to librdkafka and not yet acknowledged "
+                      "(librdkafka's own queue limit is set above it).",
        .default_value = 16777216,
        .minimum = 65536,
        .maximum = 17179869184.0,
+       .librdkafka = {"queue.buffering.max.kbytes"},
        .set = Field(&KafkaConfig::max_inflight_bytes)},
       {.name = "cursor_commit_interval_ms",
        .type = Type::kInteger,

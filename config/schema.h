@@ -94,6 +94,10 @@ struct Section {
 };
 
 const Section& Root();
+
+// librdkafka properties kafka.properties and kafka.property_files may not set beyond those our
+// own keys set (Key::librdkafka): they would break the forwarder's delivery tracking.
+const std::vector<std::string>& ForbiddenKafkaProperties();
 const Key* FindKey(const Section& section, std::string_view name);
 
 // Every input type, in documentation order.

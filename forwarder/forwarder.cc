@@ -928,6 +928,10 @@ Result<std::unique_ptr<Forwarder>> Forwarder::Create(const config::KafkaConfig& 
                                                      Options options, RecordSource* source) {
   if (source == nullptr) return Status::InvalidArgument("forwarder: no record source");
   if (options.device_id.empty()) return Status::InvalidArgument("forwarder: empty device id");
+  // The slot table needs one slot (the config loader's range starts at 1).
+  if (cfg.max_inflight_records < 1) {
+    return Status::InvalidArgument("forwarder: kafka.max_inflight_records must be at least 1");
+  }
   for (const auto& [input, topic] : options.input_topics) {
     if (topic.empty()) continue;
     std::string expanded = ExpandTemplate(topic, options.device_id, input, "");

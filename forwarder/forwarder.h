@@ -106,9 +106,9 @@ struct Options {
 
 class Forwarder {
  public:
-  // Validates `cfg` (ValidateKafkaConfig: every problem, incl. pass-through properties that
-  // conflict with our own keys -> InvalidArgument naming the key) and creates the producer. No
-  // network I/O happens here. `source` must outlive the Forwarder.
+  // Creates the producer from `cfg`, which the config loader has checked (a property librdkafka
+  // refuses -> InvalidArgument naming it, see ValidateKafkaConfig). No network I/O happens here.
+  // `source` must outlive the Forwarder.
   static Result<std::unique_ptr<Forwarder>> Create(const config::KafkaConfig& cfg,
                                                    std::string device_id, RecordSource* source,
                                                    Clock* clock = SystemClock());
@@ -149,9 +149,10 @@ class Forwarder {
 // rd_kafka_version_str() of the linked librdkafka, e.g. "2.0.2".
 std::string LibrdkafkaVersion();
 
-// Every problem with the kafka section (no network): bad enum values, ranges, templates, and
-// pass-through properties that one of our keys sets or that librdkafka rejects. Each message
-// names the key, e.g. "properties.acks: conflicts with kafka.acks; set it there".
+// What librdkafka refuses of the producer configuration built from `cfg` (no network): a
+// pass-through property it rejects ("kafka.properties.socket.timeout.ms: Invalid value ...") or a
+// value of ours it rejects. The kafka section itself (ranges, templates, pass-through properties
+// that one of our keys sets) is checked by the config loader, not here.
 std::vector<std::string> ValidateKafkaConfig(const config::KafkaConfig& cfg);
 
 }  // namespace edgeferry::forwarder

@@ -1,6 +1,7 @@
-// Translates the kafka config section into librdkafka properties. Our own keys map to fixed
-// librdkafka properties; a pass-through property that sets one of those is a config error, so
-// that nothing is overridden silently.
+// Translates the kafka section into librdkafka properties. Checking the section is the config
+// loader's job (config/schema.cc and config/kafka_checks.cc: ranges, templates, pass-through
+// properties that one of our keys sets or that librdkafka rejects); here librdkafka only says
+// whether it takes the configuration we build.
 #pragma once
 
 #include <string>
@@ -16,11 +17,8 @@ namespace edgeferry::forwarder {
 // The librdkafka properties our keys set, in order, before the pass-through ones.
 std::vector<std::pair<std::string, std::string>> OwnProperties(const config::KafkaConfig& cfg);
 
-// If `property` is set by one of our keys, that key ("kafka.acks"); else "".
-std::string OwningKey(const std::string& property);
-
-// A producer configuration with our properties and the pass-through ones applied (no callbacks
-// set yet). InvalidArgument with every problem on failure.
+// A producer configuration with the pass-through properties and then ours applied (ours win; no
+// callbacks set yet). InvalidArgument with every property librdkafka refuses.
 Result<KafkaConfPtr> BuildProducerConf(const config::KafkaConfig& cfg,
                                        const std::string& client_id);
 

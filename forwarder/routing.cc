@@ -1,35 +1,6 @@
 #include "forwarder/routing.h"
 
 namespace edgeferry::forwarder {
-namespace {
-
-bool KnownPlaceholder(std::string_view name) {
-  return name == "device" || name == "input" || name == "topic";
-}
-
-}  // namespace
-
-std::string CheckTemplate(std::string_view tmpl) {
-  size_t i = 0;
-  while (i < tmpl.size()) {
-    char c = tmpl[i];
-    if (c == '}') return "unbalanced '}' at position " + std::to_string(i);
-    if (c != '{') {
-      ++i;
-      continue;
-    }
-    size_t close = tmpl.find('}', i + 1);
-    if (close == std::string_view::npos) return "unclosed '{' at position " + std::to_string(i);
-    std::string_view name = tmpl.substr(i + 1, close - i - 1);
-    if (!KnownPlaceholder(name)) {
-      return "unknown placeholder {" + std::string(name) +
-             "} (allowed: {device}, {input}, {topic})";
-    }
-    i = close + 1;
-  }
-  return "";
-}
-
 std::string ExpandTemplate(std::string_view tmpl, std::string_view device, std::string_view input,
                            std::string_view topic) {
   std::string out;

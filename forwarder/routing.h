@@ -9,10 +9,8 @@
 
 namespace edgeferry::forwarder {
 
-// "" if `tmpl` is well formed (only known placeholders, balanced braces), else what is wrong.
-std::string CheckTemplate(std::string_view tmpl);
-
-// Expands a template that passed CheckTemplate. Unknown placeholders are kept verbatim.
+// Expands a template (the config loader checks templates). Unknown placeholders are kept
+// verbatim.
 std::string ExpandTemplate(std::string_view tmpl, std::string_view device, std::string_view input,
                            std::string_view topic);
 
