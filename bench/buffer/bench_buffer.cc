@@ -59,7 +59,7 @@ uint64_t PeakRssKiB() {
 void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 void Remove(const std::string& path) {
-  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+  for (const char* ext : {"", "-wal", "-shm", ".lock"}) std::filesystem::remove(path + ext);
 }
 
 // A JSON sensor reading (or, for larger sizes, a list of them) of exactly `payload` bytes, with
