@@ -639,9 +639,11 @@ int Daemon::Run(const sigset_t& signals) {
   StopExtras();
   buffer::Stats final_stats = buffer_->GetStats();
   auto cursor = final_stats.cursors.find(std::string(buffer::kForwarderCursor));
+  // The cursor's lag, not `records`: delivered records may still be waiting for the writer's
+  // trim (it runs after CommitCursor returns) and are not left for anyone.
   EF_LOG(kInfo, "agent", "stopped: cursor {}, last seq {}, {} record(s) left for the next start",
          cursor == final_stats.cursors.end() ? 0 : cursor->second.seq, final_stats.last_seq,
-         final_stats.records);
+         cursor == final_stats.cursors.end() ? final_stats.records : cursor->second.lag_records);
   source_.reset();
   buffer_.reset();  // closes the database after its writer has committed everything queued
   std::remove(DaemonStatusFilePath(cfg_.buffer).c_str());

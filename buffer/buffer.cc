@@ -24,6 +24,7 @@
 
 #include "buffer/sqlite_util.h"
 #include "common/log.h"
+#include "common/thread_name.h"
 
 namespace edgeferry::buffer {
 namespace {
@@ -568,7 +569,10 @@ class Buffer::Impl {
 
   Status Open();
   void Start() {
-    writer_ = std::thread([this] { WriterLoop(); });
+    writer_ = std::thread([this] {
+      SetThreadName("ef-buffer");
+      WriterLoop();
+    });
   }
   void Stop() {
     {

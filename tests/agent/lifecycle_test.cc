@@ -508,6 +508,9 @@ TEST_CASE("metrics: the endpoint serves the expected series and a real Prometheu
   CHECK(threads["ef-metrics"] == 3);
   CHECK(threads["ef-sensor-timer"] == 1);
   CHECK(threads["ef-sensor"] >= 1);
+  CHECK(threads["ef-buffer"] == 1);
+  CHECK(threads["ef-forwarder"] == 1);
+  CHECK(threads["ef-commit"] == 1);
 
   // A real Prometheus (Debian's package) scraping the endpoint on loopback every second.
   int prom_port = rig::FreeLoopbackPort();
