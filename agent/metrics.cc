@@ -148,8 +148,12 @@ std::string RenderMetrics(const Snapshot& s, int64_t now_ms) {
            "Records produced again after a failed delivery.");
   w.Sample("edgeferry_kafka_resent_records_total", D(k.resent_records));
   w.Family("edgeferry_kafka_delivery_failures_total", "counter",
-           "Failed delivery reports of any kind.");
+           "Failed delivery reports of any kind (records the forwarder purged itself excluded).");
   w.Sample("edgeferry_kafka_delivery_failures_total", D(k.delivery_failures));
+  w.Family("edgeferry_kafka_purged_records_total", "counter",
+           "Records the forwarder took back from librdkafka's queue after a failure, to resend "
+           "them in order (part of resent_records; not failures).");
+  w.Sample("edgeferry_kafka_purged_records_total", D(k.purged_records));
   w.Family("edgeferry_kafka_errors_total", "counter",
            "Failed deliveries and produce refusals by librdkafka error name.");
   for (const auto& [kind, n] : k.errors_by_kind)

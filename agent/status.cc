@@ -148,6 +148,7 @@ json ToJson(const forwarder::Stats& s) {
       {"dead_lettered", s.dead_lettered},
       {"producer_restarts", s.producer_restarts},
       {"delivery_failures", s.delivery_failures},
+      {"purged_records", s.purged_records},
       {"errors_by_kind", Counts(s.errors_by_kind)},
       {"last_delivery_unix_ms", s.last_delivery_unix_ms},
       {"cursor", s.cursor},

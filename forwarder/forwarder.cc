@@ -570,9 +570,10 @@ class Forwarder::Impl {
   // cursor, so waiting for the interval would stall sending. After a failed commit only the
   // interval retries, so that a broken source is not hammered on every loop.
   //
-  // Commits run on the committer thread, one at a time: a durable commit (fsync, and the buffer
-  // trims what it frees) took ~150 ms with 1 KiB records in bench_forwarder, and the forwarder
-  // thread blocked on it spent three quarters of a 1,000,000-record drain not polling or sending.
+  // Commits run on the committer thread, one at a time: a durable commit (an fsync; the buffer
+  // trims what it frees after CommitCursor returns) took ~150 ms with 1 KiB records in
+  // bench_forwarder when the trim was still part of it, and the forwarder thread blocked on it
+  // spent three quarters of a 1,000,000-record drain not polling or sending.
   // committed_ moves only when a commit has completed, so the window (and with it the duplicate
   // bound after a crash) still counts from what is durable. `force` (shutdown) waits for the
   // commit in progress and then commits on this thread.

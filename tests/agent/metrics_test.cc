@@ -19,6 +19,8 @@ Snapshot Example() {
   s.buffer.oldest_undelivered_age_ms = 2500;
   s.buffer.drops["max_age"] = 4;
   s.kafka.delivered_records = 99;
+  s.kafka.delivery_failures = 1;
+  s.kafka.purged_records = 18;
   s.kafka.errors_by_kind["_TRANSPORT"] = 2;
   for (int64_t ms : {5, 40, 1200}) s.kafka.delivery_latency.Observe(ms);
   InputSnapshot mqtt{"plant", "mqtt", "", {}};
@@ -40,6 +42,8 @@ TEST_CASE("RenderMetrics: exposition format with the expected series") {
   CHECK(text.find("edgeferry_buffer_dropped_records_total{reason=\"max_age\"} 4\n") !=
         std::string::npos);
   CHECK(text.find("edgeferry_kafka_delivered_records_total 99\n") != std::string::npos);
+  CHECK(text.find("edgeferry_kafka_delivery_failures_total 1\n") != std::string::npos);
+  CHECK(text.find("edgeferry_kafka_purged_records_total 18\n") != std::string::npos);
   CHECK(text.find("edgeferry_kafka_errors_total{kind=\"_TRANSPORT\"} 2\n") != std::string::npos);
   CHECK(text.find("edgeferry_mqtt_connected{input=\"plant\"} 1\n") != std::string::npos);
   CHECK(text.find("edgeferry_input_readings_received_total{input=\"plant\"} 7\n") !=

@@ -28,6 +28,7 @@ Snapshot Example() {
   s.buffer.cursors["kafka"] = {7766, 1234};
   s.buffer.drops["drop_oldest"] = 5;
   s.kafka.delivered_records = 7766;
+  s.kafka.purged_records = 12;
   s.kafka.last_delivery_unix_ms = 1'700'000'089'000;
   s.kafka.errors_by_kind["_MSG_TIMED_OUT"] = 3;
   s.kafka.backing_off = true;
@@ -68,6 +69,7 @@ TEST_CASE("DaemonJson: the status file carries inputs, kafka and the daemon") {
   CHECK(j["daemon"]["pid"] == 4242);
   CHECK(j["kafka"]["delivered_records"] == 7766);
   CHECK(j["kafka"]["errors_by_kind"]["_MSG_TIMED_OUT"] == 3);
+  CHECK(j["kafka"]["purged_records"] == 12);
   REQUIRE(j["inputs"].size() == 2);
   CHECK(j["inputs"][0]["state"] == "running");
   CHECK(j["inputs"][1]["state"] == "failed");
