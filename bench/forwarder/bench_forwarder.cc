@@ -4,7 +4,14 @@
 //
 // Prints records/s, MB/s (payload), bytes stored per record on the broker (the record batches
 // as sent, i.e. the compressed wire payload), peak RSS sampled during the drain, and the ratio
-// forwarder / ceiling.
+// forwarder / ceiling, and CPU-seconds per million records of each side over its measured window.
+//
+// CPU: the whole process (getrusage RUSAGE_SELF, user + system) over the window, which takes in
+// every thread the side runs (for the forwarder: ef-forwarder, ef-commit, the buffer's ef-buffer
+// and librdkafka's threads; for the ceiling: the producing thread and librdkafka's threads), minus
+// what the bench itself spends meanwhile (the RSS sampler thread and, for the forwarder, the
+// main thread waiting for the cursor), measured with their thread CPU clocks. Nothing else runs
+// in the process during a window (the broker is a separate process).
 //
 // The forwarder drains a real buffer (buffer::Buffer, SQLite, sync=full) pre-filled with the N
 // records before its clock starts, so its figure includes reading the buffer, tracking every
@@ -17,6 +24,8 @@
 // Without --bootstrap it starts a one-node Kafka from the test rig (needs the rig's Kafka jars).
 #include <librdkafka/rdkafka.h>
 #include <malloc.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -155,7 +164,25 @@ void TrimFreedMemory() {
   if (g_trim) malloc_trim(0);
 }
 
-// Samples RSS every 20 ms while alive; peak() is the highest seen.
+// CPU seconds (user + system) of the whole process so far.
+double ProcessCpuSeconds() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
+// CPU seconds of the calling thread so far.
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+// Samples RSS every 20 ms while alive; peak() is the highest seen; cpu_seconds() is what the
+// sampling thread itself used (after stop()).
 class RssSampler {
  public:
   RssSampler() : start_(RssKiB()), peak_(start_) {
@@ -167,18 +194,23 @@ class RssSampler {
         }
         std::this_thread::sleep_for(20ms);
       }
+      cpu_seconds_ = ThreadCpuSeconds();
     });
   }
-  ~RssSampler() {
+  ~RssSampler() { stop(); }
+  void stop() {
+    if (!thread_.joinable()) return;
     stop_ = true;
     thread_.join();
   }
   uint64_t start() const { return start_; }
   uint64_t peak() const { return peak_.load(); }
+  double cpu_seconds() const { return cpu_seconds_.load(); }
 
  private:
   uint64_t start_;
   std::atomic<uint64_t> peak_;
+  std::atomic<double> cpu_seconds_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -190,6 +222,8 @@ struct Result {
   uint64_t failures = 0;
   uint64_t rss10_kib = 0;  // forwarder only: RSS when 10% / 90% of the backlog was delivered
   uint64_t rss90_kib = 0;
+  double cpu_seconds = 0;      // the side's CPU over the window (bench overhead taken out)
+  double harness_seconds = 0;  // the bench's own CPU in the window (taken out of cpu_seconds)
 };
 
 ef::config::KafkaConfig BenchConfig(const std::string& bootstrap, const std::string& codec,
@@ -212,6 +246,7 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, ef::buffer::Buffer* src,
   Result r;
   TrimFreedMemory();
   RssSampler rss;
+  const double cpu0 = ProcessCpuSeconds(), main0 = ThreadCpuSeconds();
   auto t0 = Clock::now();
   if (!f.value()->Start().ok()) std::exit(2);
   for (uint64_t c = 0; (c = f.value()->GetStats().cursor) < n;) {
@@ -220,6 +255,10 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, ef::buffer::Buffer* src,
     std::this_thread::sleep_for(2ms);
   }
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double cpu1 = ProcessCpuSeconds(), main1 = ThreadCpuSeconds();
+  rss.stop();  // its CPU after cpu1 (at most one 20 ms tick) counts in harness_seconds: tiny
+  r.harness_seconds = (main1 - main0) + rss.cpu_seconds();
+  r.cpu_seconds = (cpu1 - cpu0) - r.harness_seconds;
   f.value()->Stop(10s);
   r.peak_rss_kib = rss.peak();
   r.start_rss_kib = rss.start();
@@ -275,6 +314,7 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
   Result r;
   TrimFreedMemory();
   RssSampler rss;
+  const double cpu0 = ProcessCpuSeconds();
   auto t0 = Clock::now();
   for (uint64_t s = 1; s <= n; ++s) {
     const char* payload = arena.data() + offsets[s - 1];
@@ -314,6 +354,10 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
   }
   while (done.load() < n) rd_kafka_poll(rk, 10);
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double cpu1 = ProcessCpuSeconds();
+  rss.stop();
+  r.harness_seconds = rss.cpu_seconds();
+  r.cpu_seconds = (cpu1 - cpu0) - r.harness_seconds;
   r.peak_rss_kib = rss.peak() > arena_kib ? rss.peak() - arena_kib : 0;
   r.start_rss_kib = rss.start() > arena_kib ? rss.start() - arena_kib : 0;
   r.failures = failed.load();
@@ -423,8 +467,9 @@ int main(int argc, char** argv) {
       std::printf("load average at the start: %s", buf);
     std::fclose(f);
   }
-  std::printf("%-6s %-10s %12s %9s %10s %9s %9s %9s %9s %7s\n", "size", "run", "records/s", "MB/s",
-              "B/rec log", "RSS0 MiB", "@10% MiB", "@90% MiB", "peak MiB", "ratio");
+  std::printf("%-6s %-10s %12s %9s %10s %9s %9s %9s %9s %7s %8s\n", "size", "run", "records/s",
+              "MB/s", "B/rec log", "RSS0 MiB", "@10% MiB", "@90% MiB", "peak MiB", "ratio",
+              "CPU s/M");
   {
     // Warm-up (not reported): the broker's JIT and page cache would otherwise favour whichever
     // side runs second.
@@ -435,7 +480,7 @@ int main(int argc, char** argv) {
   int rc = 0;
   std::vector<std::string> summary;
   for (size_t size : sizes) {
-    std::vector<double> ratios;
+    std::vector<double> ratios, cpu_bare, cpu_fwd;
     for (int round = 0; round < rounds; ++round) {
       std::string base = "bench-fwd-" + std::to_string(size) + "-" + std::to_string(getpid()) +
                          "-" + std::to_string(round);
@@ -481,13 +526,20 @@ int main(int argc, char** argv) {
         };
         std::string pct =
             ratio > 0 ? std::to_string(static_cast<int>(ratio * 100 + 0.5)) + "%" : "";
-        std::printf("%-6zu %-10s %12.0f %9.1f %10s %9s %9s %9s %9s %7s\n", size, what, rps, mbs,
-                    per_rec.c_str(), mib(r.start_rss_kib).c_str(), mib(r.rss10_kib).c_str(),
-                    mib(r.rss90_kib).c_str(), mib(r.peak_rss_kib).c_str(), pct.c_str());
+        std::printf("%-6zu %-10s %12.0f %9.1f %10s %9s %9s %9s %9s %7s %8.2f\n", size, what, rps,
+                    mbs, per_rec.c_str(), mib(r.start_rss_kib).c_str(), mib(r.rss10_kib).c_str(),
+                    mib(r.rss90_kib).c_str(), mib(r.peak_rss_kib).c_str(), pct.c_str(),
+                    r.cpu_seconds / static_cast<double>(n) * 1e6);
       };
       print("ceiling", bare, t_bare, 0);
       print("forwarder", fw, t_fwd, bare.seconds / fw.seconds);
       ratios.push_back(bare.seconds / fw.seconds);
+      cpu_bare.push_back(bare.cpu_seconds / static_cast<double>(n) * 1e6);
+      cpu_fwd.push_back(fw.cpu_seconds / static_cast<double>(n) * 1e6);
+      std::printf(
+          "  (CPU s/M: the process over the window less the bench's own threads: %.3f s "
+          "ceiling, %.3f s forwarder)\n",
+          bare.harness_seconds, fw.harness_seconds);
       std::printf("  (buffer pre-filled with %llu records in %.1f s, not timed)\n",
                   static_cast<unsigned long long>(n), fill_s);
       if (bare.failures + fw.failures > 0) {
@@ -511,6 +563,19 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
     // On a shared machine single rounds swing widely; the median over rounds is the figure.
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+    };
+    auto range = [&](const char* what, std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      char b[200];
+      std::snprintf(b, sizeof b,
+                    "%zu B: %s CPU-seconds per million records over %zu rounds: min %.2f, median "
+                    "%.2f, max %.2f",
+                    size, what, v.size(), v.front(), median(v), v.back());
+      summary.push_back(b);
+    };
     std::sort(ratios.begin(), ratios.end());
     char line[160];
     std::snprintf(
@@ -522,6 +587,8 @@ int main(int argc, char** argv) {
             100,
         ratios.back() * 100);
     summary.push_back(line);
+    range("ceiling  ", cpu_bare);
+    range("forwarder", cpu_fwd);
   }
   for (const auto& l : summary) std::printf("%s\n", l.c_str());
   if (FILE* f = std::fopen("/proc/loadavg", "r")) {
