@@ -22,6 +22,7 @@
 // DIR (default $TMPDIR/bench-forwarder-<pid>) holds the pre-filled buffer; removed after each run.
 // Each side starts from malloc_trim(0) (see g_trim); --no-trim leaves freed memory with malloc.
 // Without --bootstrap it starts a one-node Kafka from the test rig (needs the rig's Kafka jars).
+#include <dirent.h>
 #include <librdkafka/rdkafka.h>
 #include <malloc.h>
 #include <sys/resource.h>
@@ -36,6 +37,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -181,6 +183,38 @@ double ThreadCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
+// CPU seconds (user + system) of this process's threads so far, summed by thread name, from
+// /proc/self/task/*/stat (clock ticks: 10 ms resolution). librdkafka's threads (rdk:*) are summed
+// as "librdkafka". Threads that end are no longer listed, so compare only snapshots between
+// which no thread ended.
+std::map<std::string, double> CpuByThreadName() {
+  std::map<std::string, double> out;
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  DIR* d = opendir("/proc/self/task");
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/stat");
+    std::string line;
+    if (!std::getline(f, line)) continue;
+    size_t open = line.find('('), close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::string name = line.substr(open + 1, close - open - 1);
+    if (name.rfind("rdk:", 0) == 0) name = "librdkafka";
+    std::istringstream rest(line.substr(close + 2));
+    std::string field;
+    unsigned long long utime = 0, stime = 0;
+    // Fields 3..15 of stat(5): state ... utime (14) stime (15).
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
+      if (i == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
+    }
+    out[name] += static_cast<double>(utime + stime) / tick;
+  }
+  closedir(d);
+  return out;
+}
+
 // Samples RSS every 20 ms while alive; peak() is the highest seen; cpu_seconds() is what the
 // sampling thread itself used (after stop()).
 class RssSampler {
@@ -224,6 +258,7 @@ struct Result {
   uint64_t rss90_kib = 0;
   double cpu_seconds = 0;      // the side's CPU over the window (bench overhead taken out)
   double harness_seconds = 0;  // the bench's own CPU in the window (taken out of cpu_seconds)
+  std::map<std::string, double> cpu_by_thread;  // forwarder only: CPU in the window by thread
 };
 
 ef::config::KafkaConfig BenchConfig(const std::string& bootstrap, const std::string& codec,
@@ -246,6 +281,7 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, ef::buffer::Buffer* src,
   Result r;
   TrimFreedMemory();
   RssSampler rss;
+  const auto threads0 = CpuByThreadName();
   const double cpu0 = ProcessCpuSeconds(), main0 = ThreadCpuSeconds();
   auto t0 = Clock::now();
   if (!f.value()->Start().ok()) std::exit(2);
@@ -256,6 +292,11 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, ef::buffer::Buffer* src,
   }
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   const double cpu1 = ProcessCpuSeconds(), main1 = ThreadCpuSeconds();
+  r.cpu_by_thread = CpuByThreadName();  // before any thread ends (Stop, the sampler)
+  for (auto& [name, secs] : r.cpu_by_thread) {
+    auto it = threads0.find(name);
+    if (it != threads0.end()) secs -= it->second;
+  }
   rss.stop();  // its CPU after cpu1 (at most one 20 ms tick) counts in harness_seconds: tiny
   r.harness_seconds = (main1 - main0) + rss.cpu_seconds();
   r.cpu_seconds = (cpu1 - cpu0) - r.harness_seconds;
@@ -541,6 +582,14 @@ int main(int argc, char** argv) {
           "  (CPU s/M: the process over the window less the bench's own threads: %.3f s "
           "ceiling, %.3f s forwarder)\n",
           bare.harness_seconds, fw.harness_seconds);
+      // Where the forwarder's CPU went (10 ms ticks; the bench's own threads carry the
+      // executable's name and are left out).
+      std::printf("  forwarder CPU s/M by thread:");
+      for (const auto& [name, secs] : fw.cpu_by_thread) {
+        if (secs <= 0 || name.rfind("bench_", 0) == 0) continue;
+        std::printf(" %s %.2f", name.c_str(), secs / static_cast<double>(n) * 1e6);
+      }
+      std::printf("\n");
       std::printf("  (buffer pre-filled with %llu records in %.1f s, not timed)\n",
                   static_cast<unsigned long long>(n), fill_s);
       if (bare.failures + fw.failures > 0) {
