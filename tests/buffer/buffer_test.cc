@@ -18,23 +18,11 @@ namespace edgeferry::buffer {
 namespace {
 
 using testing::Batch;
+using testing::Cfg;
 using testing::MakeRecord;
+using testing::MustOpen;
 using testing::TempDir;
 using testing::WaitFor;
-
-config::BufferConfig Cfg(const TempDir& dir) {
-  config::BufferConfig cfg;
-  cfg.path = dir.File("buffer.db");
-  cfg.max_bytes = 64ull << 20;
-  return cfg;
-}
-
-std::unique_ptr<Buffer> MustOpen(const config::BufferConfig& cfg, Clock* clock = SystemClock(),
-                                 const OpenOptions& opts = {}) {
-  auto b = Buffer::Open(cfg, clock, opts);
-  REQUIRE_MESSAGE(b.ok(), b.status().ToString());
-  return std::move(b.value());
-}
 
 std::vector<StoredRecord> ReadAll(Buffer& b, uint64_t after = 0) {
   auto r = b.ReadAfter(after, SIZE_MAX, SIZE_MAX);

@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include <doctest/doctest.h>
+
 #include "buffer/buffer.h"
 
 namespace edgeferry::buffer::testing {
@@ -40,6 +42,23 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The buffer at dir/buffer.db with room to spare (64 MiB) and every other setting at its default.
+inline config::BufferConfig Cfg(const TempDir& dir) {
+  config::BufferConfig cfg;
+  cfg.path = dir.File("buffer.db");
+  cfg.max_bytes = 64ull << 20;
+  return cfg;
+}
+
+// Opens the buffer or fails the test with the reason.
+inline std::unique_ptr<Buffer> MustOpen(const config::BufferConfig& cfg,
+                                        Clock* clock = SystemClock(),
+                                        const OpenOptions& opts = {}) {
+  auto b = Buffer::Open(cfg, clock, opts);
+  REQUIRE_MESSAGE(b.ok(), b.status().ToString());
+  return std::move(b.value());
+}
 
 inline Record MakeRecord(const std::string& payload, const std::string& source = "test") {
   Record r;

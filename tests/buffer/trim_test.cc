@@ -19,23 +19,11 @@ namespace edgeferry::buffer {
 namespace {
 
 using testing::Batch;
+using testing::Cfg;
+using testing::MustOpen;
 using testing::TempDir;
 using testing::WaitFor;
 using testing::WaitForTrim;
-
-config::BufferConfig Cfg(const TempDir& dir) {
-  config::BufferConfig cfg;
-  cfg.path = dir.File("buffer.db");
-  cfg.max_bytes = 64ull << 20;
-  return cfg;
-}
-
-std::unique_ptr<Buffer> MustOpen(const config::BufferConfig& cfg, Clock* clock = SystemClock(),
-                                 const OpenOptions& opts = {}) {
-  auto b = Buffer::Open(cfg, clock, opts);
-  REQUIRE_MESSAGE(b.ok(), b.status().ToString());
-  return std::move(b.value());
-}
 
 uint64_t LogicalBytes(const std::vector<Record>& recs, size_t from, size_t to) {
   uint64_t n = 0;
