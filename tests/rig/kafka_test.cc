@@ -33,17 +33,17 @@ TEST_CASE("One-node Kafka: topic, produce, ReadAll exact records, DumpLogSegment
   CHECK(kafka->LeaderOf(topic, 3) == -1);
   CHECK_THROWS_AS(kafka->CreateTopic(topic, 3), rig::RigError);
 
-  auto sent = MakeRecords(30, 3, "a");
-  // One batch per partition: librdkafka sends a batch uncompressed when compressing would not
-  // make it smaller, which happens to a lone small record split off by linger.ms on a loaded
-  // machine (seen in CI as "compresscodec: none"). flush() sends at once whatever the linger.
-  Produce(kafka->bootstrap(), topic, sent, "zstd", "10000");
+  // Values that zstd shrinks even alone: librdkafka sends a batch uncompressed when compressing
+  // would not make it smaller, and on a loaded machine a batch can hold a single record (CI saw
+  // "compresscodec: none" with 20-byte values, also with linger.ms at 10 s).
+  auto sent = MakeRecords(30, 3, std::string(200, 'a'));
+  Produce(kafka->bootstrap(), topic, sent, "zstd");
   auto got = kafka->ReadAll(topic, sent.size());
   CheckExactly(got, sent, topic, 3);
 
   std::string dump = kafka->DumpLogSegments(topic, 0);
   CHECK(dump.find("compresscodec: zstd") != std::string::npos);
-  CHECK(dump.find("compresscodec: none") == std::string::npos);
+  CHECK_MESSAGE(dump.find("compresscodec: none") == std::string::npos, dump);
 
   // A topic nobody created: ReadAll waits out its deadline and returns nothing.
   CHECK(kafka->ReadAll(rig::UniqueName("rig-absent"), 0, 500ms).empty());

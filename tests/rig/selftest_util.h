@@ -24,8 +24,7 @@ struct Sent {
 // Produces `records` with acks=all and the given compression; fails the test unless every
 // delivery report is a success.
 inline void Produce(const std::string& bootstrap, const std::string& topic,
-                    const std::vector<Sent>& records, const std::string& compression = "zstd",
-                    const std::string& linger_ms = "50") {
+                    const std::vector<Sent>& records, const std::string& compression = "zstd") {
   char err[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   REQUIRE(rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err)) ==
@@ -33,8 +32,7 @@ inline void Produce(const std::string& bootstrap, const std::string& topic,
   REQUIRE(rd_kafka_conf_set(conf, "acks", "all", err, sizeof(err)) == RD_KAFKA_CONF_OK);
   REQUIRE(rd_kafka_conf_set(conf, "compression.codec", compression.c_str(), err, sizeof(err)) ==
           RD_KAFKA_CONF_OK);
-  REQUIRE(rd_kafka_conf_set(conf, "linger.ms", linger_ms.c_str(), err, sizeof(err)) ==
-          RD_KAFKA_CONF_OK);
+  REQUIRE(rd_kafka_conf_set(conf, "linger.ms", "50", err, sizeof(err)) == RD_KAFKA_CONF_OK);
   static int failures;
   failures = 0;
   rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void*) {
