@@ -555,6 +555,16 @@ std::set<uint64_t> AppendKeyed(MemorySource& src, size_t n) {
   return seqs;
 }
 
+// kTopic with `partitions` partitions, partition p led by broker p + 1, so that a fault on
+// one broker hits exactly one partition.
+void CreateTopicLedByOneBrokerEach(MockCluster& mc, int partitions) {
+  mc.CreateTopic(kTopic, partitions);
+  for (int p = 0; p < partitions; ++p) {
+    REQUIRE(rd_kafka_mock_partition_set_leader(mc.get(), kTopic, p, p + 1) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+}
+
 // The window the session notes called risky: message.timeout.ms expires for some produce
 // requests (their responses are held back longer than the timeout; some of them the broker did
 // apply, some it rejected) while other requests, on other partition leaders and on the same one,
@@ -565,11 +575,7 @@ std::set<uint64_t> AppendKeyed(MemorySource& src, size_t n) {
 TEST_CASE("mock: produce requests timing out while others succeed - cursor never passes the log") {
   MockCluster mc(3);
   constexpr int kPartitions = 3;
-  mc.CreateTopic(kTopic, kPartitions);
-  for (int p = 0; p < kPartitions; ++p) {
-    REQUIRE(rd_kafka_mock_partition_set_leader(mc.get(), kTopic, p, p + 1) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR);
-  }
+  CreateTopicLedByOneBrokerEach(mc, kPartitions);
   LogCheckingSource src(mc.bootstrap(), kTopic, kPartitions);
   auto c = MockConfig(mc);
   c.message_timeout_ms = 800;
@@ -633,12 +639,6 @@ TEST_CASE("mock: produce requests timing out while others succeed - cursor never
   MESSAGE("duplicates: " << dups);
 }
 
-}  // namespace
-}  // namespace edgeferry::forwarder
-
-namespace edgeferry::forwarder {
-namespace {
-
 // The other half of that window: the leader of one partition is down, records for it queue up
 // in librdkafka at a steady pace, the oldest expire (message.timeout.ms) and the broker comes
 // back at once, while the younger queued ones still have time left. Those must not be delivered
@@ -648,11 +648,7 @@ namespace {
 TEST_CASE("mock: leader back right after the first records expire - queued ones do not overtake") {
   MockCluster mc(2);
   constexpr int kPartitions = 2;
-  mc.CreateTopic(kTopic, kPartitions);
-  for (int p = 0; p < kPartitions; ++p) {
-    REQUIRE(rd_kafka_mock_partition_set_leader(mc.get(), kTopic, p, p + 1) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR);
-  }
+  CreateTopicLedByOneBrokerEach(mc, kPartitions);
   LogCheckingSource src(mc.bootstrap(), kTopic, kPartitions);
   auto c = MockConfig(mc);
   c.message_timeout_ms = 1000;
@@ -688,12 +684,6 @@ TEST_CASE("mock: leader back right after the first records expire - queued ones 
   RequireNoLoss(mc, expected);
 }
 
-}  // namespace
-}  // namespace edgeferry::forwarder
-
-namespace edgeferry::forwarder {
-namespace {
-
 // The producer recreated (fatal error) while records are in flight (the partition-0 leader holds
 // every response 300 ms): queued ones are purged, those on the wire go with the destroyed
 // producer without a report, and the new producer resends both from the cursor. Nothing of the
@@ -703,11 +693,7 @@ namespace {
 TEST_CASE("mock: producer recreated with requests in flight - the cursor never passes the log") {
   MockCluster mc(2);
   constexpr int kPartitions = 2;
-  mc.CreateTopic(kTopic, kPartitions);
-  for (int p = 0; p < kPartitions; ++p) {
-    REQUIRE(rd_kafka_mock_partition_set_leader(mc.get(), kTopic, p, p + 1) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR);
-  }
+  CreateTopicLedByOneBrokerEach(mc, kPartitions);
   rd_kafka_mock_broker_set_rtt(mc.get(), 1, 300);  // requests stay on the wire 300 ms
   LogCheckingSource src(mc.bootstrap(), kTopic, kPartitions);
   auto c = MockConfig(mc);
