@@ -1607,13 +1607,18 @@ void Buffer::Impl::RunTrim(const std::function<bool()>& yield) {
   }
   trim_failed_ = false;
   if (TrimDue()) return;  // yielded: more to do in a later round
-  // Give space back to the file system once most of the file is free, a bounded number of
-  // pages at a time (moving pages writes them to the WAL too).
+  // Give space back to the file system once most of the file is free and what is still held is
+  // small, a bounded number of pages at a time. Shrinking moves the pages in use at the end of
+  // the file into free ones nearer the start, writing each through the WAL. While a backlog
+  // drains those are the newest records, about to be delivered and trimmed themselves: moving
+  // them was half the writer's CPU in bench_forwarder (1 KiB records: 2.5 CPU-s per million
+  // records with it, 1.2 without). So wait until the pages in use fit in one step.
+  const auto step = static_cast<int64_t>(wal_budget_ / 8 / kPageSize) + 1;
   auto pc = QueryInt(wdb_.get(), "PRAGMA page_count");
   auto fl = QueryInt(wdb_.get(), "PRAGMA freelist_count");
-  if (pc.ok() && fl.ok() && *fl > 64 && *fl * 2 > *pc) {
-    int64_t n = std::min<int64_t>(*fl / 2, static_cast<int64_t>(wal_budget_ / 8 / kPageSize) + 1);
-    (void)sql::Exec(wdb_.get(), "PRAGMA incremental_vacuum(" + std::to_string(n) + ")");
+  if (pc.ok() && fl.ok() && *fl > 64 && *fl * 2 > *pc && *pc - *fl <= step) {
+    (void)sql::Exec(wdb_.get(),
+                    "PRAGMA incremental_vacuum(" + std::to_string(std::min(*fl / 2, step)) + ")");
   }
 }
 

@@ -42,6 +42,20 @@ void SqlExec(const std::string& path, const std::string& sql) {
   REQUIRE_MESSAGE(rc == SQLITE_OK, msg);
 }
 
+// PRAGMA `name` of the database at `path`, read through a connection of its own.
+int64_t PragmaInt(const std::string& path, const std::string& name) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, ("PRAGMA " + name).c_str(), -1, &st, nullptr);
+  int64_t v = -1;
+  if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  REQUIRE_MESSAGE(v >= 0, "PRAGMA " << name << " on " << path);
+  return v;
+}
+
 TEST_CASE("CommitCursor returns with the cursor durable, the trim follows with exact stats") {
   TempDir dir;
   auto cfg = Cfg(dir);
@@ -245,6 +259,43 @@ TEST_CASE("a cursor commit returns before the trim and the appends of its writer
   CHECK(st.last_seq == 20);
   b.reset();
   testing::PowerCut::SetWalSyncHook(nullptr);
+}
+
+// Shrinking the file moves the pages still in use at its end into free ones: while a backlog
+// drains, those hold the newest records, which are about to be trimmed themselves. The file is
+// only shrunk once what is held fits in one bounded step (FORMAT.md, "Size bound and when_full").
+TEST_CASE("the file gives space back once a backlog has drained, not while it drains") {
+  TempDir dir;
+  auto cfg = Cfg(dir);  // 64 MiB: one shrink step is 513 pages of 4 KiB (2 MiB)
+  auto b = MustOpen(cfg);
+  // 3,000 records of 4 KiB that hardly compress: over 2,400 pages, 375 rows of 8 records.
+  for (int i = 0; i < 3; ++i) REQUIRE(b->Append(Batch(1000, "r" + std::to_string(i), 4096)).ok());
+  const int64_t pages = PragmaInt(cfg.path, "page_count");
+  REQUIRE(pages > 2400);
+
+  // Two thirds delivered: most of the file is free, but ~800 pages are still in use, more than
+  // one step. Nothing is moved.
+  REQUIRE(b->CommitCursor(kForwarderCursor, 2000).ok());
+  REQUIRE(WaitForTrim(*b));
+  CHECK(b->GetStats().records == 1000);
+  CHECK(PragmaInt(cfg.path, "freelist_count") * 2 > pages);
+  CHECK(PragmaInt(cfg.path, "page_count") == pages);
+
+  // All delivered: the file shrinks, by one step per trim.
+  REQUIRE(b->CommitCursor(kForwarderCursor, 3000).ok());
+  REQUIRE(WaitForTrim(*b));
+  CHECK(b->GetStats().records == 0);
+  CHECK(WaitFor([&] { return PragmaInt(cfg.path, "page_count") <= pages - 513; }));
+  auto next = b->ReadAfter(0, 10, SIZE_MAX);
+  REQUIRE(next.ok());
+  CHECK(next->empty());
+  // What comes after is kept as usual.
+  REQUIRE(b->Append(Batch(10, "after", 100)).ok());
+  next = b->ReadAfter(3000, 100, SIZE_MAX);
+  REQUIRE(next.ok());
+  REQUIRE(next->size() == 10);
+  CHECK(next->front().seq == 3001);
+  CHECK(next->front().record.payload.rfind("after0", 0) == 0);
 }
 
 }  // namespace
