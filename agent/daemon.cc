@@ -64,10 +64,10 @@ class FaultableSource final : public RecordSource {
     return hung_;
   }
 
-  Result<std::vector<StoredRecord>> ReadAfter(uint64_t after_seq, size_t max_records,
-                                              size_t max_bytes) override {
+  Result<size_t> ReadInto(uint64_t after_seq, size_t max_records, size_t max_bytes,
+                          std::vector<StoredRecord>* out) override {
     Gate();
-    return inner_->ReadAfter(after_seq, max_records, max_bytes);
+    return inner_->ReadInto(after_seq, max_records, max_bytes, out);
   }
   bool WaitForRecordsAfter(uint64_t after_seq, std::chrono::milliseconds max_wait) override {
     Gate();

@@ -181,7 +181,10 @@ class BlockDecoder {
   bool done() const { return in_.empty(); }
   // Decodes the next record into `r`, which must hold the previous record of this block (or be
   // fresh for the first). Returns the record's logical bytes; false if the block is damaged.
-  bool Next(Record* r, uint64_t* logical_bytes) {
+  bool Next(Record* r, uint64_t* logical_bytes) { return Next(r, r, logical_bytes); }
+  // The same into any `r` (its storage is reused), with `prev` holding the previous record of
+  // this block (unused for the first). `prev` may be `r`.
+  bool Next(Record* r, const Record* prev, uint64_t* logical_bytes) {
     if (in_.empty()) return false;
     auto flags = static_cast<uint8_t>(in_.front());
     in_.remove_prefix(1);
@@ -195,14 +198,20 @@ class BlockDecoder {
     if (!(flags & kSameSource)) {
       if (!GetBytes(&in_, &b)) return false;
       r->source.assign(b);
+    } else if (prev != r) {
+      r->source.assign(prev->source);
     }
     if (!(flags & kSameKey)) {
       if (!GetBytes(&in_, &b)) return false;
       r->key.assign(b);
+    } else if (prev != r) {
+      r->key.assign(prev->key);
     }
     if (!(flags & kSameTopic)) {
       if (!GetBytes(&in_, &b)) return false;
       r->topic.assign(b);
+    } else if (prev != r) {
+      r->topic.assign(prev->topic);
     }
     r->headers.clear();
     size_t hdr_size = 0;
@@ -609,7 +618,8 @@ class Buffer::Impl {
   sql::DbPtr rdb_;
   std::map<std::string, sql::Stmt> read_;
   ZstdDCtxPtr read_dctx_{ZSTD_createDCtx()};
-  std::string read_scratch_;
+  std::string read_scratch_;  // a decompressed block
+  std::string read_blob_;     // a row's data as stored
   Result<sql::Stmt*> ReadStmt(const std::string& sql);
 
   config::BufferConfig cfg_;
@@ -1848,22 +1858,26 @@ Status Buffer::Append(std::vector<Record> records) {
   return impl_->Submit(&op);
 }
 
-Result<std::vector<StoredRecord>> Buffer::ReadAfter(uint64_t after_seq, size_t max_records,
-                                                    size_t max_bytes) {
-  std::vector<StoredRecord> out;
-  if (max_records == 0) return out;
+// Reads the rows' blobs through one incremental blob handle into a buffer kept across reads, and
+// decodes into the records already in *out: a drain allocates neither per row nor per record.
+Result<size_t> Buffer::ReadInto(uint64_t after_seq, size_t max_records, size_t max_bytes,
+                                std::vector<StoredRecord>* out) {
+  size_t n = 0;  // records of *out filled so far
+  if (max_records == 0) return n;
   std::lock_guard lk(impl_->rmu_);
-  auto st =
-      impl_->ReadStmt(std::string("SELECT first_seq, last_seq, ingest_ms, codec, bytes, data") +
-                      kRowsAfterWhere + "ORDER BY first_seq");
+  sqlite3* db = impl_->rdb_.get();
+  auto st = impl_->ReadStmt(std::string("SELECT first_seq, last_seq, ingest_ms, codec, bytes") +
+                            kRowsAfterWhere + "ORDER BY first_seq");
   if (!st.ok()) return st.status();
   sql::Stmt* s = *st;
   s->Bind(1, static_cast<int64_t>(std::min<uint64_t>(after_seq, INT64_MAX)));
+  std::unique_ptr<sqlite3_blob, int (*)(sqlite3_blob*)> blob(nullptr, sqlite3_blob_close);
+  std::string& stored = impl_->read_blob_;
   size_t bytes = 0;
   bool full = false;
   Status bad;
   int rc;
-  Record r;
+  Record skipped;  // records up to after_seq of the first row
   while (!full && (rc = s->Step()) == SQLITE_ROW) {
     auto first = static_cast<uint64_t>(s->Int(0));
     auto last = static_cast<uint64_t>(s->Int(1));
@@ -1873,9 +1887,22 @@ Result<std::vector<StoredRecord>> Buffer::ReadAfter(uint64_t after_seq, size_t m
       return Status::Corruption("buffer " + impl_->cfg_.path + ": batch row at seq " +
                                 std::to_string(first) + " is damaged");
     };
+    sqlite3_blob* h = blob.get();
+    int brc = h != nullptr ? sqlite3_blob_reopen(h, static_cast<int64_t>(first))
+                           : sqlite3_blob_open(db, "main", "batches", "data",
+                                               static_cast<int64_t>(first), 0, &h);
+    if (blob == nullptr) blob.reset(h);  // also a handle that failed to open: it must be closed
+    if (brc == SQLITE_OK) {
+      stored.resize(static_cast<size_t>(sqlite3_blob_bytes(h)));
+      brc = sqlite3_blob_read(h, stored.data(), static_cast<int>(stored.size()), 0);
+    }
+    if (brc != SQLITE_OK) {
+      bad = sql::ToStatus(brc, db, "read batch row at seq " + std::to_string(first));
+      break;
+    }
     std::string_view block;
     if (last < first ||
-        !UnpackBlock(impl_->read_dctx_.get(), s->Int(3), s->View(5),
+        !UnpackBlock(impl_->read_dctx_.get(), s->Int(3), stored,
                      MaxBlockSize(static_cast<uint64_t>(s->Int(4)), last - first + 1),
                      &impl_->read_scratch_, &block)) {
       bad = damaged();
@@ -1883,30 +1910,40 @@ Result<std::vector<StoredRecord>> Buffer::ReadAfter(uint64_t after_seq, size_t m
     }
     // Records up to after_seq are decoded and skipped (each one is the base of the next).
     BlockDecoder dec(block, ingest);
+    bool prev_skipped = true;  // the previous record went to `skipped`, else to (*out)[n - 1]
     for (uint64_t seq = first; seq <= last; ++seq) {
+      Record* r = &skipped;
+      if (seq > after_seq) {
+        if (n == out->size()) out->emplace_back();  // may move the records: no pointers kept
+        r = &(*out)[n].record;
+      }
+      const Record* prev = prev_skipped ? &skipped : &(*out)[n - 1].record;
       uint64_t logical = 0;
-      if (!dec.Next(&r, &logical)) {
+      if (!dec.Next(r, seq == first ? r : prev, &logical)) {
         bad = damaged();
         break;
       }
+      prev_skipped = seq <= after_seq;
       if (seq <= after_seq) continue;
-      if (!out.empty() && bytes + r.payload.size() > max_bytes) {
+      if (n > 0 && bytes + r->payload.size() > max_bytes) {
         full = true;
         break;
       }
-      bytes += r.payload.size();
-      out.push_back({seq, ingest, r});
-      if (out.size() == max_records) {
+      bytes += r->payload.size();
+      (*out)[n].seq = seq;
+      (*out)[n].ingest_time_ms = ingest;
+      if (++n == max_records) {
         full = true;
         break;
       }
     }
     if (!bad.ok()) break;
   }
+  blob.reset();
   s->Reset();  // ends the read transaction now: never hold the WAL back
   if (!bad.ok()) return bad;
-  if (!full && rc != SQLITE_DONE) return sql::ToStatus(rc, impl_->rdb_.get(), "read records");
-  return out;
+  if (!full && rc != SQLITE_DONE) return sql::ToStatus(rc, db, "read records");
+  return n;
 }
 
 bool Buffer::WaitForRecordsAfter(uint64_t after_seq, std::chrono::milliseconds max_wait) {

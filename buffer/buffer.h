@@ -109,8 +109,8 @@ class Buffer final : public RecordSink, public RecordSource {
   void AllowBlockedAppends();
 
   // RecordSource.
-  Result<std::vector<StoredRecord>> ReadAfter(uint64_t after_seq, size_t max_records,
-                                              size_t max_bytes) override;
+  Result<size_t> ReadInto(uint64_t after_seq, size_t max_records, size_t max_bytes,
+                          std::vector<StoredRecord>* out) override;
   bool WaitForRecordsAfter(uint64_t after_seq, std::chrono::milliseconds max_wait) override;
   Result<uint64_t> LoadCursor(std::string_view name) override;
   // Returns once the cursor is durable (its own fsynced transaction), before the delivered

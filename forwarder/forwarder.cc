@@ -353,8 +353,7 @@ class Forwarder::Impl {
                      rd_kafka_topic_t* timed_out_topic = nullptr) {
     if (recovering_) return;
     recovering_ = true;
-    batch_.clear();
-    batch_pos_ = 0;
+    DropBatch();
     // Records queued behind the failed one must not overtake it: if the brokers came back before
     // their own timeouts, they would be delivered now and the failed record only after them on
     // the resend, breaking per-key order. Fail the not-yet-sent ones too (their reports arrive
@@ -724,14 +723,13 @@ class Forwarder::Impl {
         }
         recovering_ = false;
         read_pos_ = tracker_.cursor();
-        batch_.clear();
-        batch_pos_ = 0;
+        DropBatch();
       }
       if (isolating_seq_ != 0) {
         Poll(10);
         continue;
       }
-      if (batch_pos_ >= batch_.size()) {
+      if (batch_pos_ >= batch_size_) {
         if (!ReadBatch()) continue;
       }
       SendBatch();
@@ -746,8 +744,7 @@ class Forwarder::Impl {
 
   // Fills batch_ from the source. False if the loop should go round again (waited, or full).
   bool ReadBatch() {
-    batch_.clear();
-    batch_pos_ = 0;
+    DropBatch();
     uint64_t cap = InflightCap();
     uint64_t cap_bytes = cfg_.max_inflight_bytes;
     uint64_t free_records = cap > inflight_records_ ? cap - inflight_records_ : 0;
@@ -780,18 +777,22 @@ class Forwarder::Impl {
       }
       return false;
     }
-    auto rs = source_->ReadAfter(read_pos_, std::min<uint64_t>(free_records, kMaxReadRecords),
-                                 std::max<uint64_t>(free_bytes, 1));
-    if (!rs.ok()) {
-      EnterRecovery("reading the buffer: " + rs.status().ToString(), true);
+    auto n = source_->ReadInto(read_pos_, std::min<uint64_t>(free_records, kMaxReadRecords),
+                               std::max<uint64_t>(free_bytes, 1), &batch_);
+    if (!n.ok()) {
+      EnterRecovery("reading the buffer: " + n.status().ToString(), true);
       return false;
     }
-    batch_ = std::move(rs).value();
-    return !batch_.empty();
+    batch_size_ = *n;
+    batch_pos_ = 0;
+    return batch_size_ > 0;
   }
 
+  // Forgets the rest of the batch but keeps its records: the next read decodes into them.
+  void DropBatch() { batch_pos_ = batch_size_ = 0; }
+
   void SendBatch() {
-    while (batch_pos_ < batch_.size() && !stop_ && !recovering_ && !fatal_) {
+    while (batch_pos_ < batch_size_ && !stop_ && !recovering_ && !fatal_) {
       const StoredRecord& sr = batch_[batch_pos_];
       if (sr.seq <= read_pos_) {
         ++batch_pos_;
@@ -907,7 +908,8 @@ class Forwarder::Impl {
   // buffer commit per max_inflight_records/8 deliveries.
   const uint64_t commit_threshold_ = std::max<uint64_t>(1, cfg_.max_inflight_records / 8);
   Clock::TimePoint last_commit_{};
-  std::vector<StoredRecord> batch_;
+  std::vector<StoredRecord> batch_;  // its first batch_size_ records are the batch (ReadInto)
+  size_t batch_size_ = 0;
   size_t batch_pos_ = 0;
   std::set<uint64_t> suspects_;  // failed with a batch-level size error; sent alone next time
   uint64_t isolating_seq_ = 0;   // a suspect is in flight alone; nothing else is sent

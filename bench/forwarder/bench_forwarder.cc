@@ -258,7 +258,7 @@ struct Result {
   uint64_t rss90_kib = 0;
   double cpu_seconds = 0;      // the side's CPU over the window (bench overhead taken out)
   double harness_seconds = 0;  // the bench's own CPU in the window (taken out of cpu_seconds)
-  std::map<std::string, double> cpu_by_thread;  // forwarder only: CPU in the window by thread
+  std::map<std::string, double> cpu_by_thread;  // CPU in the window by thread name
 };
 
 ef::config::KafkaConfig BenchConfig(const std::string& bootstrap, const std::string& codec,
@@ -355,7 +355,8 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
   Result r;
   TrimFreedMemory();
   RssSampler rss;
-  const double cpu0 = ProcessCpuSeconds();
+  const auto threads0 = CpuByThreadName();
+  const double cpu0 = ProcessCpuSeconds(), main0 = ThreadCpuSeconds();
   auto t0 = Clock::now();
   for (uint64_t s = 1; s <= n; ++s) {
     const char* payload = arena.data() + offsets[s - 1];
@@ -395,7 +396,13 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
   }
   while (done.load() < n) rd_kafka_poll(rk, 10);
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  const double cpu1 = ProcessCpuSeconds();
+  const double cpu1 = ProcessCpuSeconds(), main1 = ThreadCpuSeconds();
+  r.cpu_by_thread = CpuByThreadName();  // before any thread ends
+  for (auto& [name, secs] : r.cpu_by_thread) {
+    auto it = threads0.find(name);
+    if (it != threads0.end()) secs -= it->second;
+  }
+  r.cpu_by_thread["producer"] = main1 - main0;  // this thread: producev, headers, polling
   rss.stop();
   r.harness_seconds = rss.cpu_seconds();
   r.cpu_seconds = (cpu1 - cpu0) - r.harness_seconds;
@@ -582,14 +589,17 @@ int main(int argc, char** argv) {
           "  (CPU s/M: the process over the window less the bench's own threads: %.3f s "
           "ceiling, %.3f s forwarder)\n",
           bare.harness_seconds, fw.harness_seconds);
-      // Where the forwarder's CPU went (10 ms ticks; the bench's own threads carry the
-      // executable's name and are left out).
-      std::printf("  forwarder CPU s/M by thread:");
-      for (const auto& [name, secs] : fw.cpu_by_thread) {
-        if (secs <= 0 || name.rfind("bench_", 0) == 0) continue;
-        std::printf(" %s %.2f", name.c_str(), secs / static_cast<double>(n) * 1e6);
+      // Where each side's CPU went (10 ms ticks; the bench's own threads carry the executable's
+      // name and are left out; the ceiling's producing thread is the main thread, by its own
+      // clock, as "producer").
+      for (const auto& [what, r] : {std::pair{"ceiling  ", &bare}, std::pair{"forwarder", &fw}}) {
+        std::printf("  %s CPU s/M by thread:", what);
+        for (const auto& [name, secs] : r->cpu_by_thread) {
+          if (secs <= 0 || name.rfind("bench_", 0) == 0) continue;
+          std::printf(" %s %.2f", name.c_str(), secs / static_cast<double>(n) * 1e6);
+        }
+        std::printf("\n");
       }
-      std::printf("\n");
       std::printf("  (buffer pre-filled with %llu records in %.1f s, not timed)\n",
                   static_cast<unsigned long long>(n), fill_s);
       if (bare.failures + fw.failures > 0) {

@@ -122,6 +122,64 @@ TEST_CASE(
   }
 }
 
+// The forwarder reads its whole drain through one vector (RecordSource::ReadInto): records are
+// decoded into the storage of earlier ones. A record whose source, key or topic is stored as "same
+// as the previous one" must take it from the previous record of the row, which may be a record
+// skipped below after_seq or the previous element, never from what the element held before.
+TEST_CASE("ReadInto into a vector of other records gives exactly what a fresh read gives") {
+  TempDir dir;
+  auto b = MustOpen(Cfg(dir));
+  std::vector<Record> rows;  // rows of 10: runs of equal source/key/topic, some with headers
+  for (int i = 0; i < 40; ++i) {
+    Record r = testing::MakeRecord("payload-" + std::to_string(i) + std::string(i % 7 * 50, 'x'),
+                                   "src-" + std::to_string(i / 4));
+    r.key = i % 3 == 0 ? "" : "key-" + std::to_string(i / 6);
+    r.topic = i < 20 ? "t.one" : "";
+    r.event_time_ms = 1000 + i;
+    if (i % 5 == 0) r.headers = {{"h", std::to_string(i)}, {"unit", "C"}};
+    rows.push_back(std::move(r));
+  }
+  for (int i = 0; i < 4; ++i)
+    REQUIRE(b->Append({rows.begin() + i * 10, rows.begin() + (i + 1) * 10}).ok());
+
+  // Stale records, longer than the new ones and with every field set.
+  Record stale = testing::MakeRecord(std::string(3000, 's'), "stale-source-name-longer-than-sso");
+  stale.key = "stale-key";
+  stale.topic = "stale.topic";
+  stale.headers = {{"stale", "1"}, {"stale", "2"}, {"stale", "3"}};
+  std::vector<StoredRecord> out(25, StoredRecord{999, 999, stale});
+
+  for (uint64_t after : {0, 1, 3, 5, 9, 10, 13, 22, 37, 39, 40}) {
+    for (size_t max : {size_t{1}, size_t{4}, size_t{17}, size_t{100}}) {
+      CAPTURE(after);
+      CAPTURE(max);
+      auto fresh = b->ReadAfter(after, max, SIZE_MAX);
+      REQUIRE(fresh.ok());
+      auto n = b->ReadInto(after, max, SIZE_MAX, &out);
+      REQUIRE_MESSAGE(n.ok(), n.status().ToString());
+      REQUIRE(*n == fresh->size());
+      REQUIRE(out.size() >= *n);
+      CHECK(*n == std::min<size_t>(max, 40 - after));
+      for (size_t i = 0; i < *n; ++i) {
+        CAPTURE(i);
+        CHECK(out[i].seq == (*fresh)[i].seq);
+        CHECK(out[i].seq == after + 1 + i);
+        CHECK(out[i].ingest_time_ms == (*fresh)[i].ingest_time_ms);
+        CHECK(out[i].record == (*fresh)[i].record);
+        CHECK(out[i].record == rows[out[i].seq - 1]);
+      }
+    }
+  }
+  // max_bytes stops it as it stops ReadAfter, with the same records.
+  auto fresh = b->ReadAfter(2, 100, 1000);
+  REQUIRE(fresh.ok());
+  auto n = b->ReadInto(2, 100, 1000, &out);
+  REQUIRE(n.ok());
+  REQUIRE(*n == fresh->size());
+  CHECK(*n < 38);
+  for (size_t i = 0; i < *n; ++i) CHECK(out[i].record == (*fresh)[i].record);
+}
+
 TEST_CASE("max_age and drop counts stay exact per record over a partly delivered row") {
   TempDir dir;
   FakeClock clock;

@@ -43,24 +43,24 @@ class MemorySource : public RecordSource {
     records_.erase(records_.begin(), records_.upper_bound(upto));
   }
 
-  Result<std::vector<StoredRecord>> ReadAfter(uint64_t after_seq, size_t max_records,
-                                              size_t max_bytes) override {
+  Result<size_t> ReadInto(uint64_t after_seq, size_t max_records, size_t max_bytes,
+                          std::vector<StoredRecord>* out) override {
     std::lock_guard lock(mu_);
     ++reads_;
     if (fail_reads_ > 0) {
       --fail_reads_;
       return Status::IOError("injected read failure");
     }
-    std::vector<StoredRecord> out;
-    size_t bytes = 0;
+    size_t n = 0, bytes = 0;
     for (auto it = records_.upper_bound(after_seq); it != records_.end(); ++it) {
-      if (out.size() >= max_records) break;
+      if (n >= max_records) break;
       size_t b = it->second.record.payload.size();
-      if (!out.empty() && bytes + b > max_bytes) break;
+      if (n > 0 && bytes + b > max_bytes) break;
       bytes += b;
-      out.push_back(it->second);
+      if (n == out->size()) out->emplace_back();
+      (*out)[n++] = it->second;
     }
-    return out;
+    return n;
   }
 
   bool WaitForRecordsAfter(uint64_t after_seq, std::chrono::milliseconds max_wait) override {
