@@ -24,8 +24,12 @@ namespace edgeferry::forwarder {
 namespace {
 
 constexpr const char* kLog = "forwarder";
-// Upper bound on one ReadAfter, so that one read does not pin a large allocation.
+// Upper bound on one read, so that one read does not pin a large allocation.
 constexpr size_t kMaxReadRecords = 4096;
+// The read batch keeps its records' storage from read to read (RecordSource::ReadInto), but a
+// payload larger than this gives its memory back before the next read: the batch then holds at
+// most kMaxReadRecords x 4 KiB (16 MiB) between reads, however large the records that passed.
+constexpr size_t kKeepPayloadBytes = 4096;
 // After a transient failure, at most this many records are in flight until one is delivered: a
 // long outage then costs one small probe per message.timeout.ms, not a full window re-encoded
 // and expired again and again.
@@ -772,10 +776,15 @@ class Forwarder::Impl {
       if (inflight_records_ > 0) {
         Poll(5);
       } else {
+        // Caught up: an idle agent does not keep the storage of its last backlog.
+        std::vector<StoredRecord>().swap(batch_);
         auto wait = std::min<uint64_t>(100, cfg_.cursor_commit_interval_ms);
         source_->WaitForRecordsAfter(read_pos_, std::chrono::milliseconds(wait));
       }
       return false;
+    }
+    for (auto& sr : batch_) {
+      if (sr.record.payload.capacity() > kKeepPayloadBytes) std::string().swap(sr.record.payload);
     }
     auto n = source_->ReadInto(read_pos_, std::min<uint64_t>(free_records, kMaxReadRecords),
                                std::max<uint64_t>(free_bytes, 1), &batch_);
