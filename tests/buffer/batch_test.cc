@@ -16,26 +16,13 @@ namespace {
 using testing::Batch;
 using testing::Cfg;
 using testing::MustOpen;
+using testing::SqlInt;
 using testing::TempDir;
 
 std::vector<StoredRecord> ReadAll(Buffer& b, uint64_t after = 0) {
   auto r = b.ReadAfter(after, SIZE_MAX, SIZE_MAX);
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   return r.value();
-}
-
-// One integer answer from the database file, read with a connection of its own.
-int64_t SqlInt(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  REQUIRE_MESSAGE(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK,
-                  sqlite3_errmsg(db));
-  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
-  int64_t v = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  return v;
 }
 
 uint64_t LogicalBytes(const std::vector<Record>& recs, size_t from, size_t to) {

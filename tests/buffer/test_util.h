@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <doctest/doctest.h>
+#include <sqlite3.h>
 
 #include "buffer/buffer.h"
 
@@ -58,6 +59,20 @@ inline std::unique_ptr<Buffer> MustOpen(const config::BufferConfig& cfg,
   auto b = Buffer::Open(cfg, clock, opts);
   REQUIRE_MESSAGE(b.ok(), b.status().ToString());
   return std::move(b.value());
+}
+
+// One integer answer from the database file, read with a connection of its own.
+inline int64_t SqlInt(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE_MESSAGE(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK,
+                  sqlite3_errmsg(db));
+  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+  int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
 }
 
 inline Record MakeRecord(const std::string& payload, const std::string& source = "test") {

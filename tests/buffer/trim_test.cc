@@ -21,6 +21,7 @@ namespace {
 using testing::Batch;
 using testing::Cfg;
 using testing::MustOpen;
+using testing::SqlInt;
 using testing::TempDir;
 using testing::WaitFor;
 using testing::WaitForTrim;
@@ -40,20 +41,6 @@ void SqlExec(const std::string& path, const std::string& sql) {
   sqlite3_free(err);
   sqlite3_close(db);
   REQUIRE_MESSAGE(rc == SQLITE_OK, msg);
-}
-
-// PRAGMA `name` of the database at `path`, read through a connection of its own.
-int64_t PragmaInt(const std::string& path, const std::string& name) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  int rc = sqlite3_prepare_v2(db, ("PRAGMA " + name).c_str(), -1, &st, nullptr);
-  int64_t v = -1;
-  if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  REQUIRE_MESSAGE(v >= 0, "PRAGMA " << name << " on " << path);
-  return v;
 }
 
 TEST_CASE("CommitCursor returns with the cursor durable, the trim follows with exact stats") {
@@ -270,7 +257,7 @@ TEST_CASE("the file gives space back once a backlog has drained, not while it dr
   auto b = MustOpen(cfg);
   // 3,000 records of 4 KiB that hardly compress: over 2,400 pages, 375 rows of 8 records.
   for (int i = 0; i < 3; ++i) REQUIRE(b->Append(Batch(1000, "r" + std::to_string(i), 4096)).ok());
-  const int64_t pages = PragmaInt(cfg.path, "page_count");
+  const int64_t pages = SqlInt(cfg.path, "PRAGMA page_count");
   REQUIRE(pages > 2400);
 
   // Two thirds delivered: most of the file is free, but ~800 pages are still in use, more than
@@ -278,14 +265,14 @@ TEST_CASE("the file gives space back once a backlog has drained, not while it dr
   REQUIRE(b->CommitCursor(kForwarderCursor, 2000).ok());
   REQUIRE(WaitForTrim(*b));
   CHECK(b->GetStats().records == 1000);
-  CHECK(PragmaInt(cfg.path, "freelist_count") * 2 > pages);
-  CHECK(PragmaInt(cfg.path, "page_count") == pages);
+  CHECK(SqlInt(cfg.path, "PRAGMA freelist_count") * 2 > pages);
+  CHECK(SqlInt(cfg.path, "PRAGMA page_count") == pages);
 
   // All delivered: the file shrinks, by one step per trim.
   REQUIRE(b->CommitCursor(kForwarderCursor, 3000).ok());
   REQUIRE(WaitForTrim(*b));
   CHECK(b->GetStats().records == 0);
-  CHECK(WaitFor([&] { return PragmaInt(cfg.path, "page_count") <= pages - 513; }));
+  CHECK(WaitFor([&] { return SqlInt(cfg.path, "PRAGMA page_count") <= pages - 513; }));
   auto next = b->ReadAfter(0, 10, SIZE_MAX);
   REQUIRE(next.ok());
   CHECK(next->empty());
