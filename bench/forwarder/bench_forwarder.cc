@@ -215,6 +215,17 @@ std::map<std::string, double> CpuByThreadName() {
   return out;
 }
 
+// CPU by thread name since `before` (a CpuByThreadName() snapshot). Call it before any thread
+// of the window ends (Stop, the RSS sampler): an ended thread is no longer listed.
+std::map<std::string, double> CpuByThreadNameSince(const std::map<std::string, double>& before) {
+  auto now = CpuByThreadName();
+  for (auto& [name, secs] : now) {
+    auto it = before.find(name);
+    if (it != before.end()) secs -= it->second;
+  }
+  return now;
+}
+
 // Samples RSS every 20 ms while alive; peak() is the highest seen; cpu_seconds() is what the
 // sampling thread itself used (after stop()).
 class RssSampler {
@@ -292,11 +303,7 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, ef::buffer::Buffer* src,
   }
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   const double cpu1 = ProcessCpuSeconds(), main1 = ThreadCpuSeconds();
-  r.cpu_by_thread = CpuByThreadName();  // before any thread ends (Stop, the sampler)
-  for (auto& [name, secs] : r.cpu_by_thread) {
-    auto it = threads0.find(name);
-    if (it != threads0.end()) secs -= it->second;
-  }
+  r.cpu_by_thread = CpuByThreadNameSince(threads0);  // before Stop and the sampler end
   rss.stop();  // its CPU after cpu1 (at most one 20 ms tick) counts in harness_seconds: tiny
   r.harness_seconds = (main1 - main0) + rss.cpu_seconds();
   r.cpu_seconds = (cpu1 - cpu0) - r.harness_seconds;
@@ -397,11 +404,7 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
   while (done.load() < n) rd_kafka_poll(rk, 10);
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   const double cpu1 = ProcessCpuSeconds(), main1 = ThreadCpuSeconds();
-  r.cpu_by_thread = CpuByThreadName();  // before any thread ends
-  for (auto& [name, secs] : r.cpu_by_thread) {
-    auto it = threads0.find(name);
-    if (it != threads0.end()) secs -= it->second;
-  }
+  r.cpu_by_thread = CpuByThreadNameSince(threads0);
   r.cpu_by_thread["producer"] = main1 - main0;  // this thread: producev, headers, polling
   rss.stop();
   r.harness_seconds = rss.cpu_seconds();
