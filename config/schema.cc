@@ -328,9 +328,12 @@ Section MakeKafka() {
        .set = Field(&KafkaConfig::acks)},
       {.name = "idempotence",
        .type = Type::kBool,
-       .description = "Idempotent producer: no duplicates from librdkafka's own retries.",
+       .description = "Idempotent producer: no duplicates from librdkafka's own retries, and "
+                      "no gaps: a batch the broker refuses for good stops the producer before "
+                      "later records of a key can overtake it (a new one resumes from the "
+                      "cursor).",
        .default_value = true,
-       .librdkafka = {"enable.idempotence"},
+       .librdkafka = {"enable.idempotence", "enable.gapless.guarantee"},
        .set = Field(&KafkaConfig::idempotence)},
       {.name = "linger_ms",
        .type = Type::kInteger,

@@ -197,7 +197,10 @@ class Forwarder::Impl {
 
   static void OnLog(const rd_kafka_t*, int level, const char* fac, const char* buf) noexcept {
     try {
-      if (level <= 4 && std::string_view(fac) == "CONFWARN") {
+      // The forwarder sets enable.gapless.guarantee on purpose (kafka_conf.cc); librdkafka warns
+      // that it is experimental at every producer start, which would only be noise.
+      if (level <= 4 && std::string_view(fac) == "CONFWARN" &&
+          std::string_view(buf).find("enable.gapless.guarantee") == std::string_view::npos) {
         EF_LOG(kWarning, kLog, "librdkafka {}: {}", fac, buf);
       } else {
         EF_LOG(kDebug, kLog, "librdkafka {}: {}", fac, buf);
@@ -249,6 +252,9 @@ class Forwarder::Impl {
       if (slots_[i].used) FreeSlot(i);
     }
     tracker_.FailAllInFlight();
+    // A suspect that was in flight alone has no report coming any more: it stays a suspect and
+    // goes alone again after the rewind. Left set, the loop would wait for it forever.
+    isolating_seq_ = 0;
   }
 
   uint32_t AllocSlot(uint64_t seq, uint64_t bytes, int64_t ingest_ms) {
@@ -678,8 +684,15 @@ class Forwarder::Impl {
     if (rk_) {
       // Collect the delivery reports that are already in (successes still count), then drop the
       // rest: those records are still in the buffer above the cursor.
-      rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
-                                    RD_KAFKA_PURGE_F_NON_BLOCKING);
+      // After a fatal error, wait for the broker threads to take the purge: librdkafka raises
+      // the error (enable.gapless.guarantee) before it queues the failed batch's reports, and
+      // those name the error of the batch (MSG_SIZE_TOO_LARGE, ...) that makes its records
+      // suspects to send alone. Lost, a record too large for the broker would fail the same way
+      // after every restart. A fatal error comes from a broker's answer, so its thread is
+      // serving; a stuck producer (no answers) is not waited for.
+      int flags = RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT;
+      if (!fatal_) flags |= RD_KAFKA_PURGE_F_NON_BLOCKING;
+      rd_kafka_purge(rk_.get(), flags);
       rd_kafka_poll(rk_.get(), 0);
       bool was = recovering_;
       recovering_ = true;  // failures of purged messages must not start a second back-off

@@ -19,7 +19,7 @@ std::vector<std::pair<std::string, std::string>> OwnProperties(const config::Kaf
   uint64_t kbytes = std::max<uint64_t>(cfg.max_inflight_bytes / 1024 * 2 + 1024, 4096);
   kbytes = std::min<uint64_t>(kbytes, 2147483647ull);
   uint64_t messages = std::min<uint64_t>(uint64_t{cfg.max_inflight_records} + 1000, 10000000);
-  return {
+  std::vector<std::pair<std::string, std::string>> own = {
       {"bootstrap.servers", brokers},
       {"compression.type", cfg.compression},
       {"acks", cfg.acks},
@@ -30,6 +30,16 @@ std::vector<std::pair<std::string, std::string>> OwnProperties(const config::Kaf
       {"queue.buffering.max.messages", std::to_string(messages)},
       {"queue.buffering.max.kbytes", std::to_string(kbytes)},
   };
+  // Without it, when the broker refuses a batch for good (MSG_SIZE_TOO_LARGE, ...), librdkafka
+  // bumps the producer epoch and sends the batches queued behind it at once, before the
+  // forwarder has seen the failure and purged them: later records of a key reached the log
+  // ahead of the refused ones, which the forwarder resends from its cursor (mock test "a batch
+  // refused for good ..."). With it, the refusal is a fatal error that stops the producer before
+  // it sends anything more, and the forwarder starts a new one from its cursor. Only set with
+  // idempotence, which it requires; librdkafka files it under experimental, hence the CONFWARN
+  // it logs at debug level (forwarder.cc).
+  if (cfg.idempotence) own.emplace_back("enable.gapless.guarantee", "true");
+  return own;
 }
 
 namespace {

@@ -113,10 +113,20 @@ TEST_CASE("config: defaults are valid and map to the librdkafka properties we pr
   };
   CHECK(get("acks") == "all");
   CHECK(get("enable.idempotence") == "true");
+  CHECK(get("enable.gapless.guarantee") == "true");
   CHECK(get("compression.type") == "zstd");
   CHECK(get("linger.ms") == "20");
   CHECK(get("message.timeout.ms") == "60000");
   CHECK(get("bootstrap.servers") == "127.0.0.1:9092");
+}
+
+// enable.gapless.guarantee requires idempotence: librdkafka refuses the pair otherwise.
+TEST_CASE("config: without idempotence, no gapless guarantee is asked of librdkafka") {
+  auto c = ValidConfig();
+  c.idempotence = false;
+  c.acks = "1";
+  CHECK(ValidateKafkaConfig(c).empty());
+  for (const auto& [name, value] : OwnProperties(c)) CHECK(name != "enable.gapless.guarantee");
 }
 
 // The config loader refuses pass-through properties that one of our keys sets (tests/config/bad,
@@ -127,6 +137,7 @@ TEST_CASE("producer conf: our keys win over pass-through properties that set the
   c.properties["compression.codec"] = "gzip";            // alias of compression.type
   c.properties["metadata.broker.list"] = "127.0.0.1:1";  // alias of bootstrap.servers
   c.properties["enable.idempotence"] = "false";
+  c.properties["enable.gapless.guarantee"] = "false";
   c.properties["queue.buffering.max.ms"] = "999";  // alias of linger.ms
   c.properties["client.rack"] = "rack-1";          // not ours: passed through
   CHECK(ValidateKafkaConfig(c).empty());
@@ -142,6 +153,7 @@ TEST_CASE("producer conf: our keys win over pass-through properties that set the
   CHECK(get("compression.type") == "zstd");
   CHECK(get("bootstrap.servers") == "127.0.0.1:9092");
   CHECK(get("enable.idempotence") == "true");
+  CHECK(get("enable.gapless.guarantee") == "true");
   CHECK(get("linger.ms") == "20");
   CHECK(get("client.rack") == "rack-1");
   CHECK(get("client.id") == "edgeferry-dev");
