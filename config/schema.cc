@@ -355,7 +355,9 @@ Section MakeKafka() {
       {.name = "max_inflight_records",
        .type = Type::kInteger,
        .description = "Cap on records handed to librdkafka and not yet acknowledged: bounds "
-                      "memory whatever the backlog (librdkafka's own queue limit is set above it).",
+                      "memory whatever the backlog (librdkafka's own queue limit is set above "
+                      "it). At most twice as many are sent above the durably committed cursor: "
+                      "the most a crash can send twice.",
        .default_value = 20000,
        .minimum = 1,
        .maximum = 10000000,

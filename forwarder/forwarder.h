@@ -5,9 +5,10 @@
 // was moved to the dead-letter table. A failed delivery (broker down, timeout, leader change,
 // message.timeout.ms expiry, fatal idempotent-producer error) never drops a record: the forwarder
 // stops sending, backs off, and re-reads from its tracked position. Delivery is at-least-once;
-// duplicates can only come from the in-flight window: the records sent above the last DURABLY
-// committed cursor, at most max_inflight_records (a record stays in the window from produce until
-// a cursor covering it is committed, so a crash can resend at most that many).
+// duplicates can only come from the window: the records sent above the last DURABLY committed
+// cursor, at most 2 x max_inflight_records, of which at most max_inflight_records in flight (a
+// record stays in the window from produce until a cursor covering it is committed, so a crash
+// can resend at most that many).
 //
 // Every record sent carries these headers, after the record's own ones, so that a consumer can
 // drop duplicates:
@@ -90,7 +91,7 @@ struct Stats {
   uint64_t cursor = 0;            // everything <= cursor is delivered (in memory)
   uint64_t committed_cursor = 0;  // last value committed to the source
   // Records sent above committed_cursor (in flight, or delivered but not yet committed): what a
-  // crash now could send twice. Never above max_inflight_records.
+  // crash now could send twice. Never above 2 x max_inflight_records.
   uint64_t uncommitted_records = 0;
   bool backing_off = false;  // sending paused after a failure
   std::string last_error;    // the most recent failure, human readable; empty if none
