@@ -405,8 +405,10 @@ Section MakeKafka() {
        .set = Field(&KafkaConfig::backoff_max_ms)},
       {.name = "message_timeout_ms",
        .type = Type::kInteger,
-       .description = "librdkafka's delivery timeout, in ms (0: none). An expired record is not "
-                      "lost: it stays in the buffer and is sent again. Must exceed linger_ms.",
+       .description = "How long a record sent to Kafka may wait for its delivery report, in ms "
+                      "(0: forever). Enforced by the forwarder, not librdkafka (see "
+                      "forwarder/README.md). An expired record is not lost: it stays in the "
+                      "buffer and is sent again. Must exceed linger_ms.",
        .default_value = 60000,
        .minimum = 0,
        .maximum = 2147483647,

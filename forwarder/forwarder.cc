@@ -31,7 +31,7 @@ constexpr size_t kMaxReadRecords = 4096;
 // most kMaxReadRecords x 4 KiB (16 MiB) between reads, however large the records that passed.
 constexpr size_t kKeepPayloadBytes = 4096;
 // After a transient failure, at most this many records are in flight until one is delivered: a
-// long outage then costs one small probe per message.timeout.ms, not a full window re-encoded
+// long outage then costs one small probe per kafka.message_timeout_ms, not a full window re-encoded
 // and expired again and again.
 constexpr uint64_t kProbeRecords = 64;
 // After this many failed rounds in a row the producer is recreated even without a fatal error:
@@ -157,7 +157,9 @@ class Forwarder::Impl {
   struct Slot {
     uint64_t seq = 0;
     uint64_t bytes = 0;
-    int64_t ingest_ms = 0;  // StoredRecord::ingest_time_ms, for the delivery latency
+    int64_t ingest_ms = 0;            // StoredRecord::ingest_time_ms, for the delivery latency
+    Clock::TimePoint sent{};          // for kafka.message_timeout_ms (CheckDeliveryTimeout)
+    rd_kafka_topic_t* rkt = nullptr;  // held by topics_ until DestroyProducer, which frees slots
     bool used = false;
   };
   struct Completion {
@@ -257,10 +259,10 @@ class Forwarder::Impl {
     isolating_seq_ = 0;
   }
 
-  uint32_t AllocSlot(uint64_t seq, uint64_t bytes, int64_t ingest_ms) {
+  uint32_t AllocSlot(uint64_t seq, uint64_t bytes, int64_t ingest_ms, rd_kafka_topic_t* rkt) {
     uint32_t i = free_slots_.back();
     free_slots_.pop_back();
-    slots_[i] = {seq, bytes, ingest_ms, true};
+    slots_[i] = {seq, bytes, ingest_ms, send_now_, rkt, true};
     ++inflight_records_;
     inflight_bytes_ += bytes;
     return i;
@@ -363,6 +365,7 @@ class Forwarder::Impl {
                      rd_kafka_topic_t* timed_out_topic = nullptr) {
     if (recovering_) return;
     recovering_ = true;
+    recovering_since_ = clock_->Now();
     DropBatch();
     // Records queued behind the failed one must not overtake it: if the brokers came back before
     // their own timeouts, they would be delivered now and the failed record only after them on
@@ -393,8 +396,8 @@ class Forwarder::Impl {
   }
 
   // A timed-out delivery does not say why. One cause librdkafka 2.0.2 does not name within
-  // message.timeout.ms is a topic that does not exist on a broker that does not create topics on
-  // demand (it first waits topic.metadata.propagation.max.ms, 30 s, and a producer recreated
+  // kafka.message_timeout_ms is a topic that does not exist on a broker that does not create topics
+  // on demand (it first waits topic.metadata.propagation.max.ms, 30 s, and a producer recreated
   // meanwhile starts that wait again): ask the cluster once per failed round (at most 1 s, only
   // while recovering) and name it. Returns the diagnosis, or "" if there is none.
   std::string DiagnoseTimeout(rd_kafka_topic_t* rkt) {
@@ -528,7 +531,7 @@ class Forwarder::Impl {
     rd_kafka_header_add(hdrs.get(), kHeaderSource, -1, r.source.data(), r.source.size());
 
     uint64_t bytes = r.ByteSize();
-    uint32_t slot = AllocSlot(sr.seq, bytes, sr.ingest_time_ms);
+    uint32_t slot = AllocSlot(sr.seq, bytes, sr.ingest_time_ms, rkt);
     rd_kafka_resp_err_t err = rd_kafka_producev(
         rk_.get(), RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -668,6 +671,48 @@ class Forwarder::Impl {
     stats_.backing_off = recovering_;
   }
 
+  // kafka.message_timeout_ms, enforced here rather than by librdkafka (kafka_conf.cc says why):
+  // when the oldest record in flight has had no report for that long, the round fails with
+  // _MSG_TIMED_OUT and EnterRecovery purges everything not yet sent, so that nothing queued
+  // behind it can overtake it. Requests already on the wire keep librdkafka's ordered retries;
+  // if they have not all reported another message_timeout_ms later (a broker that takes
+  // requests and never answers), the producer is recreated, which drops them.
+  void CheckDeliveryTimeout() {
+    if (cfg_.message_timeout_ms == 0 || inflight_records_ == 0 || !rk_) return;
+    const auto timeout = std::chrono::milliseconds(cfg_.message_timeout_ms);
+    auto now = clock_->Now();
+    if (recovering_) {
+      if (!recreate_ && now - recovering_since_ >= timeout) {
+        recreate_ = true;
+        recreate_reason_ = fmt::format(
+            "{} record(s) still in flight {} ms after the failure", inflight_records_,
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - recovering_since_).count());
+      }
+      return;
+    }
+    if (now < next_timeout_check_) return;
+    // A scan of the slot table (max_inflight_records entries) at most every timeout/8, capped
+    // at 100 ms: the timeout fires at most that late.
+    next_timeout_check_ =
+        now + std::clamp<Clock::Duration>(timeout / 8, std::chrono::milliseconds(1),
+                                          std::chrono::milliseconds(100));
+    const Slot* oldest = nullptr;
+    for (const Slot& s : slots_) {
+      if (s.used && (oldest == nullptr || s.sent < oldest->sent)) oldest = &s;
+    }
+    if (oldest == nullptr || now - oldest->sent < timeout) return;
+    CountError(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+    EnterRecovery(fmt::format("{}: no delivery report for seq {} within {} ms "
+                              "(kafka.message_timeout_ms)",
+                              rd_kafka_err2name(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT), oldest->seq,
+                              cfg_.message_timeout_ms),
+                  /*transient=*/true, oldest->rkt);
+    // After EnterRecovery has set backing_off, so that a reader who sees the failure also sees
+    // the back-off, as after a failed delivery report.
+    std::lock_guard s(stats_mu_);
+    ++stats_.delivery_failures;
+  }
+
   void RecreateProducer() {
     std::string reason;
     if (fatal_) {
@@ -676,11 +721,14 @@ class Forwarder::Impl {
           rk_ ? rd_kafka_fatal_error(rk_.get(), errstr, sizeof errstr) : RD_KAFKA_RESP_ERR__FATAL;
       reason = fmt::format("fatal producer error {}: {}", rd_kafka_err2name(ferr), errstr);
       CountError(RD_KAFKA_RESP_ERR__FATAL);
+    } else if (!recreate_reason_.empty()) {
+      reason = std::move(recreate_reason_);
     } else {
       reason = fmt::format("producer stuck: no delivery in {} attempts in a row",
                            backoff_.consecutive_failures());
     }
     recreate_ = false;
+    recreate_reason_.clear();
     if (rk_) {
       // Collect the delivery reports that are already in (successes still count), then drop the
       // rest: those records are still in the buffer above the cursor.
@@ -722,6 +770,7 @@ class Forwarder::Impl {
                                   "injected by test");
       }
       Poll(0);
+      CheckDeliveryTimeout();
       if (fatal_ || recreate_) RecreateProducer();
       MaybeCommit(false);
       PublishStats();
@@ -813,6 +862,7 @@ class Forwarder::Impl {
   void DropBatch() { batch_pos_ = batch_size_ = 0; }
 
   void SendBatch() {
+    send_now_ = clock_->Now();
     while (batch_pos_ < batch_size_ && !stop_ && !recovering_ && !fatal_) {
       const StoredRecord& sr = batch_[batch_pos_];
       if (sr.seq <= read_pos_) {
@@ -918,8 +968,12 @@ class Forwarder::Impl {
   Backoff backoff_;
   RateLimiter log_limiter_;
   bool recovering_ = false;
-  bool probing_ = false;   // since the last transient failure, nothing delivered yet
-  bool recreate_ = false;  // kRecreateAfterFailures failed rounds: start a fresh producer
+  bool probing_ = false;         // since the last transient failure, nothing delivered yet
+  bool recreate_ = false;        // kRecreateAfterFailures failed rounds: start a fresh producer
+  std::string recreate_reason_;  // why, if not the above or a fatal error
+  Clock::TimePoint recovering_since_{};  // when EnterRecovery last started a recovery
+  Clock::TimePoint send_now_{};          // taken once per SendBatch for the slots it fills
+  Clock::TimePoint next_timeout_check_{};
   uint64_t read_pos_ = 0;
   uint64_t committed_ = 0;
   bool commit_failed_ = false;

@@ -3,12 +3,12 @@
 // Durability contract: the "kafka" cursor in the source only ever moves to a sequence number
 // below which every record has a successful delivery report from Kafka (acks=all by default) or
 // was moved to the dead-letter table. A failed delivery (broker down, timeout, leader change,
-// message.timeout.ms expiry, fatal idempotent-producer error) never drops a record: the forwarder
-// stops sending, backs off, and re-reads from its tracked position. Delivery is at-least-once;
-// duplicates can only come from the window: the records sent above the last DURABLY committed
-// cursor, at most 2 x max_inflight_records, of which at most max_inflight_records in flight (a
-// record stays in the window from produce until a cursor covering it is committed, so a crash
-// can resend at most that many).
+// kafka.message_timeout_ms expiry, fatal idempotent-producer error) never drops a record: the
+// forwarder stops sending, backs off, and re-reads from its tracked position. Delivery is
+// at-least-once; duplicates can only come from the window: the records sent above the last DURABLY
+// committed cursor, at most 2 x max_inflight_records, of which at most max_inflight_records in
+// flight (a record stays in the window from produce until a cursor covering it is committed, so a
+// crash can resend at most that many).
 //
 // Every record sent carries these headers, after the record's own ones, so that a consumer can
 // drop duplicates:
@@ -68,11 +68,14 @@ struct Stats {
   uint64_t delivered_bytes = 0;    // Record::ByteSize() of those
   uint64_t inflight_records = 0;   // handed to librdkafka, no delivery report yet
   uint64_t inflight_bytes = 0;
-  uint64_t resent_records = 0;     // records produced again after a failed delivery
-  uint64_t dead_lettered = 0;      // records moved to the dead-letter table
-  uint64_t producer_restarts = 0;  // producers destroyed and recreated after a fatal error
-  // Failed delivery reports: the broker or librdkafka refused or lost the record (timeout,
-  // authorization, broker errors, ...). Not the records the forwarder purged itself.
+  uint64_t resent_records = 0;  // records produced again after a failed delivery
+  uint64_t dead_lettered = 0;   // records moved to the dead-letter table
+  // Producers destroyed and recreated: after a fatal error, after kRecreateAfterFailures failed
+  // rounds in a row, or when records stay in flight kafka.message_timeout_ms after a failure.
+  uint64_t producer_restarts = 0;
+  // Failed delivery reports: the broker or librdkafka refused or lost the record (authorization,
+  // broker errors, ...), plus one per kafka.message_timeout_ms expiry (the oldest record in
+  // flight; the forwarder then purges the rest). Not the records the forwarder purged itself.
   uint64_t delivery_failures = 0;
   // Records whose delivery report says the forwarder purged them from librdkafka's queues
   // (_PURGE_QUEUE / _PURGE_INFLIGHT: the queue behind a failed record, a recreated producer).

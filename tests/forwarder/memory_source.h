@@ -45,6 +45,13 @@ class MemorySource : public RecordSource {
 
   Result<size_t> ReadInto(uint64_t after_seq, size_t max_records, size_t max_bytes,
                           std::vector<StoredRecord>* out) override {
+    {
+      // A storage read that takes long (HoldReads): the reader is held, appends are not.
+      std::unique_lock gate(gate_mu_);
+      ++held_readers_;
+      gate_cv_.wait(gate, [&] { return !hold_reads_; });
+      --held_readers_;
+    }
     std::lock_guard lock(mu_);
     ++reads_;
     if (fail_reads_ > 0) {
@@ -60,6 +67,7 @@ class MemorySource : public RecordSource {
       if (n == out->size()) out->emplace_back();
       (*out)[n++] = it->second;
     }
+    if (n > 0) read_upto_ = std::max(read_upto_, (*out)[n - 1].seq);
     return n;
   }
 
@@ -107,16 +115,38 @@ class MemorySource : public RecordSource {
     std::lock_guard lock(mu_);
     return commits_;
   }
+  // While held, every ReadInto waits until released (a read stuck on a slow SD card).
+  void HoldReads(bool hold) {
+    {
+      std::lock_guard gate(gate_mu_);
+      hold_reads_ = hold;
+    }
+    gate_cv_.notify_all();
+  }
+  int held_readers() {
+    std::lock_guard gate(gate_mu_);
+    return held_readers_;
+  }
+  // The highest seq that ReadInto has returned.
+  uint64_t read_upto() {
+    std::lock_guard lock(mu_);
+    return read_upto_;
+  }
   void FailNextReads(int n) {
     std::lock_guard lock(mu_);
     fail_reads_ = n;
   }
 
  private:
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  bool hold_reads_ = false;  // GUARDED_BY(gate_mu_)
+  int held_readers_ = 0;     // GUARDED_BY(gate_mu_)
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint64_t, StoredRecord> records_;
   uint64_t last_seq_ = 0;
+  uint64_t read_upto_ = 0;
   std::map<std::string, uint64_t> cursors_;
   std::vector<DeadLetterEntry> dead_letters_;
   uint64_t commits_ = 0;
