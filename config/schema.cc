@@ -285,9 +285,13 @@ Section MakeBuffer() {
 }  // namespace
 
 const std::vector<std::string>& ForbiddenKafkaProperties() {
-  // The forwarder produces without transactions and sets these callbacks itself.
-  static const std::vector<std::string> kForbidden = {"transactional.id", "dr_cb", "dr_msg_cb",
-                                                      "error_cb"};
+  // The forwarder produces without transactions and sets these callbacks itself. It also
+  // decides when a record has failed (message_timeout_ms): a record that librdkafka gives up
+  // after a number of retries leaves a gap in the producer's sequence, which librdkafka closes
+  // by bumping the epoch and sending the younger queued records at once, ahead of the
+  // forwarder's resend of the failed one (forwarder/kafka_conf.cc).
+  static const std::vector<std::string> kForbidden = {
+      "transactional.id", "dr_cb", "dr_msg_cb", "error_cb", "retries", "message.send.max.retries"};
   return kForbidden;
 }
 

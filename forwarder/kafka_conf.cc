@@ -36,6 +36,9 @@ std::vector<std::pair<std::string, std::string>> OwnProperties(const config::Kaf
       // ..."). The forwarder's timeout purges everything not yet sent, and librdkafka never gives
       // up a record by itself.
       {"message.timeout.ms", "0"},
+      // Retry until the forwarder's timeout, never give a record up after a count (the config
+      // loader refuses retries under kafka.properties, config/schema.cc says why).
+      {"message.send.max.retries", "2147483647"},
       {"queue.buffering.max.messages", std::to_string(messages)},
       {"queue.buffering.max.kbytes", std::to_string(kbytes)},
   };

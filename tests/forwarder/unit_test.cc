@@ -120,6 +120,7 @@ TEST_CASE("config: defaults are valid and map to the librdkafka properties we pr
   // its expiry can let younger queued records overtake the expired ones (kafka_conf.cc).
   CHECK(c.message_timeout_ms == 60000);
   CHECK(get("message.timeout.ms") == "0");
+  CHECK(get("message.send.max.retries") == "2147483647");  // retried until our timeout
   CHECK(get("bootstrap.servers") == "127.0.0.1:9092");
 }
 
