@@ -118,6 +118,13 @@ std::unique_ptr<Forwarder> StartForwarder(const config::KafkaConfig& c, MemorySo
   return std::move(f).value();
 }
 
+// "KIND=n KIND=n " from Stats::errors_by_kind, for test messages.
+std::string ErrorKinds(const Stats& st) {
+  std::string kinds;
+  for (const auto& [kind, n] : st.errors_by_kind) kinds += kind + "=" + std::to_string(n) + " ";
+  return kinds;
+}
+
 void RequireNoLoss(const MockCluster& mc, const std::set<uint64_t>& expected,
                    size_t* dups = nullptr) {
   auto got = testing::ReadTopic(mc.bootstrap(), kTopic, expected.size(), 20s);
@@ -574,7 +581,7 @@ void CreateTopicLedByOneBrokerEach(MockCluster& mc, int partitions) {
   }
 }
 
-// The window the session notes called risky: message.timeout.ms expires for some produce
+// The window the session notes called risky: kafka.message_timeout_ms expires for some produce
 // requests (their responses are held back longer than the timeout; some of them the broker did
 // apply, some it rejected) while other requests, on other partition leaders and on the same one,
 // succeed. The forwarder then purges its queue, waits for every delivery report of the old round
@@ -648,8 +655,7 @@ TEST_CASE("mock: produce requests timing out while others succeed - cursor never
   auto st = fwd->GetStats();
   uint64_t timed_out =
       st.errors_by_kind.count("_MSG_TIMED_OUT") ? st.errors_by_kind.at("_MSG_TIMED_OUT") : 0;
-  std::string kinds;
-  for (const auto& [k, v] : st.errors_by_kind) kinds += k + "=" + std::to_string(v) + " ";
+  std::string kinds = ErrorKinds(st);
   MESSAGE("failures " << st.delivery_failures << " resent " << st.resent_records << " restarts "
                       << st.producer_restarts << " errors: " << kinds << "fault rounds "
                       << fault_rounds << " checked commits " << src.checked_commits());
@@ -696,8 +702,7 @@ TEST_CASE(
   bool drained = testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s);
   fwd->Stop(5s);
   auto st = fwd->GetStats();
-  std::string kinds;
-  for (const auto& [k, v] : st.errors_by_kind) kinds += k + "=" + std::to_string(v) + " ";
+  std::string kinds = ErrorKinds(st);
   INFO("cursor " << src.cursor() << " of " << src.last_seq() << "; restarts "
                  << st.producer_restarts << ", errors: " << kinds);
   REQUIRE(drained);
@@ -748,28 +753,60 @@ TEST_CASE("mock: producer recreated while a suspect is in flight alone - the dra
   RequireNoLoss(mc, expected);
 }
 
+// For the tests of records expiring while a leader is down: two partitions led by brokers 1
+// and 2, a forwarder (1 s timeout, small batches, reconnection within 50 ms of a leader's
+// return) that has delivered 60 keyed records, then broker 1 down.
+struct LeaderDownRig {
+  LeaderDownRig() {
+    REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+    rd_kafka_mock_broker_set_down(mc.get(), 1);
+  }
+  static config::KafkaConfig Config(const MockCluster& mc) {
+    auto c = MockConfig(mc);
+    c.message_timeout_ms = 1000;
+    c.linger_ms = 2;
+    c.properties["reconnect.backoff.ms"] = "10";
+    c.properties["reconnect.backoff.max.ms"] = "50";
+    return c;
+  }
+  static MockCluster& WithTopic(MockCluster& mc) {
+    CreateTopicLedByOneBrokerEach(mc, 2);
+    return mc;
+  }
+
+  // 60 more records, the drain to the end, stop; then the checks of every such test: the cursor
+  // never ahead of the log, nothing dead-lettered, every seq there, per key in seq order.
+  Stats Finish() {
+    auto more = AppendKeyed(src, 60);
+    expected.insert(more.begin(), more.end());
+    REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+    fwd->Stop(5s);
+    Stats st = fwd->GetStats();
+    MESSAGE("failures " << st.delivery_failures << " resent " << st.resent_records << " errors: "
+                        << ErrorKinds(st) << "checked commits " << src.checked_commits());
+    for (const auto& v : src.violations()) FAIL_CHECK(v);
+    CHECK(src.dead_letters().empty());
+    RequireNoLoss(mc, expected);
+    return st;
+  }
+
+  MockCluster mc{2};
+  LogCheckingSource src{WithTopic(mc).bootstrap(), kTopic, 2};
+  std::set<uint64_t> expected = AppendKeyed(src, 60);
+  std::unique_ptr<Forwarder> fwd = StartForwarder(Config(mc), &src);
+};
+
 // The other half of that window: the leader of one partition is down, records for it queue up
-// in librdkafka at a steady pace, the oldest expire (message.timeout.ms) and the broker comes
+// in librdkafka at a steady pace, the oldest expire (kafka.message_timeout_ms) and the broker comes
 // back at once, while the younger queued ones still have time left. Those must not be delivered
 // ahead of the expired ones (the forwarder purges its queue on the first failure and resends
 // from the cursor in seq order), or per-key order breaks. Asserted: every seq arrives, per key
 // first occurrences in seq order, the cursor never ahead of the log.
 TEST_CASE("mock: leader back right after the first records expire - queued ones do not overtake") {
-  MockCluster mc(2);
-  constexpr int kPartitions = 2;
-  CreateTopicLedByOneBrokerEach(mc, kPartitions);
-  LogCheckingSource src(mc.bootstrap(), kTopic, kPartitions);
-  auto c = MockConfig(mc);
-  c.message_timeout_ms = 1000;
-  c.linger_ms = 2;
-  c.properties["reconnect.backoff.ms"] = "10";
-  c.properties["reconnect.backoff.max.ms"] = "50";
-  auto expected = AppendKeyed(src, 60);
-  auto fwd = StartForwarder(c, &src);
-  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
-  rd_kafka_mock_broker_set_down(mc.get(), 1);
+  LeaderDownRig rig;
+  auto& [mc, src, expected, fwd] = rig;
   // Records at a steady pace until the first expiry, so that the queue holds records of every
-  // age up to message.timeout.ms when the broker returns.
+  // age up to kafka.message_timeout_ms when the broker returns.
   auto fed_until = std::chrono::steady_clock::now() + 20s;
   while (fwd->GetStats().delivery_failures == 0 && std::chrono::steady_clock::now() < fed_until) {
     auto more = AppendKeyed(src, 6);
@@ -778,19 +815,8 @@ TEST_CASE("mock: leader back right after the first records expire - queued ones 
   }
   rd_kafka_mock_broker_set_up(mc.get(), 1);
   REQUIRE(fwd->GetStats().delivery_failures > 0);
-  auto more = AppendKeyed(src, 60);
-  expected.insert(more.begin(), more.end());
-  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
-  fwd->Stop(5s);
-  auto st = fwd->GetStats();
-  std::string kinds;
-  for (const auto& [k, v] : st.errors_by_kind) kinds += k + "=" + std::to_string(v) + " ";
-  MESSAGE("failures " << st.delivery_failures << " resent " << st.resent_records
-                      << " errors: " << kinds << "checked commits " << src.checked_commits());
+  Stats st = rig.Finish();
   CHECK(st.errors_by_kind.count("_MSG_TIMED_OUT") == 1);
-  for (const auto& v : src.violations()) FAIL_CHECK(v);
-  CHECK(src.dead_letters().empty());
-  RequireNoLoss(mc, expected);
 }
 
 // Values of 512 B and more are lent to librdkafka, not copied (Forwarder::Impl::Produce): the
@@ -869,19 +895,8 @@ TEST_CASE("mock: lent 1 KiB values arrive intact across failures and a producer 
 TEST_CASE(
     "mock: oldest records expire while the forwarder is stuck in a read - younger ones do not "
     "overtake") {
-  MockCluster mc(2);
-  constexpr int kPartitions = 2;
-  CreateTopicLedByOneBrokerEach(mc, kPartitions);
-  LogCheckingSource src(mc.bootstrap(), kTopic, kPartitions);
-  auto c = MockConfig(mc);
-  c.message_timeout_ms = 1000;
-  c.linger_ms = 2;
-  c.properties["reconnect.backoff.ms"] = "10";
-  c.properties["reconnect.backoff.max.ms"] = "50";
-  auto expected = AppendKeyed(src, 60);
-  auto fwd = StartForwarder(c, &src);
-  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
-  rd_kafka_mock_broker_set_down(mc.get(), 1);
+  LeaderDownRig rig;
+  auto& [mc, src, expected, fwd] = rig;
   const auto t0 = std::chrono::steady_clock::now();
   auto a = AppendKeyed(src, 60);
   expected.insert(a.begin(), a.end());
@@ -910,18 +925,7 @@ TEST_CASE(
       10s);
   src.HoldReads(false);
   REQUIRE(b_in_log);
-  auto more = AppendKeyed(src, 60);
-  expected.insert(more.begin(), more.end());
-  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
-  fwd->Stop(5s);
-  auto st = fwd->GetStats();
-  std::string kinds;
-  for (const auto& [k, v] : st.errors_by_kind) kinds += k + "=" + std::to_string(v) + " ";
-  MESSAGE("failures " << st.delivery_failures << " resent " << st.resent_records
-                      << " errors: " << kinds << "checked commits " << src.checked_commits());
-  for (const auto& v : src.violations()) FAIL_CHECK(v);
-  CHECK(src.dead_letters().empty());
-  RequireNoLoss(mc, expected);
+  rig.Finish();
 }
 
 // The producer recreated (fatal error) while records are in flight (the partition-0 leader holds
@@ -959,8 +963,7 @@ TEST_CASE("mock: producer recreated with requests in flight - the cursor never p
   REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 60s));
   fwd->Stop(5s);
   auto st = fwd->GetStats();
-  std::string kinds;
-  for (const auto& [k, v] : st.errors_by_kind) kinds += k + "=" + std::to_string(v) + " ";
+  std::string kinds = ErrorKinds(st);
   MESSAGE("restarts " << st.producer_restarts << " resent " << st.resent_records
                       << " errors: " << kinds << "checked commits " << src.checked_commits());
   // At least the three injected; a fourth when five failed rounds in a row (each restart is one)
@@ -998,8 +1001,7 @@ TEST_CASE("mock: records purged behind one failed record are not delivery failur
   REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
   fwd->Stop(5s);
   Stats st = fwd->GetStats();
-  std::string kinds;
-  for (const auto& [kind, n] : st.errors_by_kind) kinds += kind + "=" + std::to_string(n) + " ";
+  std::string kinds = ErrorKinds(st);
   MESSAGE("failures " << st.delivery_failures << " purged " << st.purged_records << " resent "
                       << st.resent_records << " restarts " << st.producer_restarts << " kinds "
                       << kinds);
