@@ -163,9 +163,10 @@ class Forwarder::Impl {
     Clock::TimePoint sent{};          // for kafka.message_timeout_ms (CheckDeliveryTimeout)
     rd_kafka_topic_t* rkt = nullptr;  // held by topics_ until DestroyProducer, which frees slots
     bool used = false;
-    // The record's value while librdkafka holds the message: it is produced without a copy and
-    // read from here until its delivery report (or the producer's destruction). Swapped with
-    // the read batch's string, so that the storage goes round without an allocation.
+    // A lent value (kLendValueBytes and more) while librdkafka holds the message: produced
+    // without a copy, it is read from here until its delivery report (or the producer's
+    // destruction). Swapped with the read batch's string, so the storage goes round without
+    // an allocation.
     std::string payload;
   };
   struct Completion {
@@ -547,8 +548,8 @@ class Forwarder::Impl {
     uint32_t slot = AllocSlot(sr.seq, bytes, sr.ingest_time_ms, rkt);
     // A large value is not copied: librdkafka reads it from the slot until the delivery report.
     // Copied (RD_KAFKA_MSG_F_COPY), every 1 KiB record cost a malloc above glibc's tcache limit,
-    // and those, freed in bursts by the reports, made malloc a third of the forwarder thread's
-    // time (malloc_consolidate, unlink_chunk) in bench_forwarder: 6.1 -> 5.3 CPU-s per million
+    // and those, freed in bursts by the reports, cost a quarter of the forwarder thread's time
+    // (malloc_consolidate, unlink_chunk) in bench_forwarder: 6.1 -> 5.3 CPU-s per million
     // records without the copy. A small value is copied: at 100 B, lending it cost more (2.0 ->
     // 2.6 CPU-s/M on the forwarder thread, cold slot strings instead of the hot read batch).
     const bool lend = sr.record.payload.size() >= kLendValueBytes;
