@@ -946,6 +946,10 @@ Status Buffer::Impl::Configure() {
   sqlite3* d = wdb_.get();
   std::string pragmas =
       "PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-2048;"
+      // Debian builds SQLite with SQLITE_SECURE_DELETE: every page a trim frees would be read,
+      // zeroed and written twice more (WAL, checkpoint), doubling the flash writes per reading.
+      // FAST zeroes deleted cells only inside pages that are written anyway.
+      "PRAGMA secure_delete=FAST;"
       "PRAGMA wal_autocheckpoint=" +
       std::to_string(std::max<uint64_t>(wal_budget_ / 4 / (kPageSize + 24), 8)) +
       "; PRAGMA journal_size_limit=" + std::to_string(wal_budget_) +

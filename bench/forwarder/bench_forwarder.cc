@@ -4,7 +4,8 @@
 //
 // Prints records/s, MB/s (payload), bytes stored per record on the broker (the record batches
 // as sent, i.e. the compressed wire payload), peak RSS sampled during the drain, and the ratio
-// forwarder / ceiling, and CPU-seconds per million records of each side over its measured window.
+// forwarder / ceiling, and CPU-seconds per million records of each side over its measured window,
+// and the bytes the drain wrote to disk per record (the buffer's trims; /proc/self/io wchar).
 //
 // CPU: the whole process (getrusage RUSAGE_SELF, user + system) over the window, which takes in
 // every thread the side runs (for the forwarder: ef-forwarder, ef-commit, the buffer's ef-buffer
@@ -166,6 +167,18 @@ void TrimFreedMemory() {
   if (g_trim) malloc_trim(0);
 }
 
+// Bytes the process has passed to write(2)-like calls so far (/proc/self/io wchar): during a drain
+// only the buffer writes to disk (the WAL, checkpoints into the database file), so the difference
+// over the drain is what the trim of delivered records costs the device's storage.
+uint64_t WrittenBytes() {
+  std::ifstream f("/proc/self/io");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("wchar:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10);
+  }
+  return 0;
+}
+
 // CPU seconds (user + system) of the whole process so far.
 double ProcessCpuSeconds() {
   struct rusage ru {};
@@ -269,6 +282,7 @@ struct Result {
   uint64_t rss90_kib = 0;
   double cpu_seconds = 0;      // the side's CPU over the window (bench overhead taken out)
   double harness_seconds = 0;  // the bench's own CPU in the window (taken out of cpu_seconds)
+  uint64_t written_bytes = 0;  // forwarder only: bytes written to disk during the drain
   std::map<std::string, double> cpu_by_thread;  // CPU in the window by thread name
 };
 
@@ -294,6 +308,7 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, ef::buffer::Buffer* src,
   RssSampler rss;
   const auto threads0 = CpuByThreadName();
   const double cpu0 = ProcessCpuSeconds(), main0 = ThreadCpuSeconds();
+  const uint64_t written0 = WrittenBytes();
   auto t0 = Clock::now();
   if (!f.value()->Start().ok()) std::exit(2);
   for (uint64_t c = 0; (c = f.value()->GetStats().cursor) < n;) {
@@ -308,6 +323,7 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, ef::buffer::Buffer* src,
   r.harness_seconds = (main1 - main0) + rss.cpu_seconds();
   r.cpu_seconds = (cpu1 - cpu0) - r.harness_seconds;
   f.value()->Stop(10s);
+  r.written_bytes = WrittenBytes() - written0;  // the trim after the last commit may follow
   r.peak_rss_kib = rss.peak();
   r.start_rss_kib = rss.start();
   auto stats = f.value()->GetStats();
@@ -603,8 +619,11 @@ int main(int argc, char** argv) {
         }
         std::printf("\n");
       }
-      std::printf("  (buffer pre-filled with %llu records in %.1f s, not timed)\n",
-                  static_cast<unsigned long long>(n), fill_s);
+      std::printf(
+          "  (buffer pre-filled with %llu records in %.1f s, not timed; the drain wrote %.1f B per "
+          "record to disk)\n",
+          static_cast<unsigned long long>(n), fill_s,
+          static_cast<double>(fw.written_bytes) / static_cast<double>(n));
       if (bare.failures + fw.failures > 0) {
         std::printf("  delivery failures: ceiling %llu, forwarder %llu\n",
                     static_cast<unsigned long long>(bare.failures),
