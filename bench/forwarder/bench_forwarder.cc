@@ -20,6 +20,7 @@
 //
 //   bench_forwarder [--records N] [--sizes 100,1024] [--codec zstd] [--bootstrap host:port]
 //                   [--partitions 3] [--rounds 3] [--dir DIR] [--no-trim]
+//                   [--inflight-records N] [--inflight-bytes N]
 // DIR (default $TMPDIR/bench-forwarder-<pid>) holds the pre-filled buffer; removed after each run.
 // Each side starts from malloc_trim(0) (see g_trim); --no-trim leaves freed memory with malloc.
 // Without --bootstrap it starts a one-node Kafka from the test rig (needs the rig's Kafka jars).
@@ -286,9 +287,16 @@ struct Result {
   std::map<std::string, double> cpu_by_thread;  // CPU in the window by thread name
 };
 
+// --inflight-records / --inflight-bytes: the forwarder's window (kafka.max_inflight_records /
+// max_inflight_bytes), from which both sides' librdkafka queue limits are derived; 0 = the default.
+uint64_t g_inflight_records = 0;
+uint64_t g_inflight_bytes = 0;
+
 ef::config::KafkaConfig BenchConfig(const std::string& bootstrap, const std::string& codec,
                                     const std::string& topic) {
   ef::config::KafkaConfig c;
+  if (g_inflight_records > 0) c.max_inflight_records = static_cast<uint32_t>(g_inflight_records);
+  if (g_inflight_bytes > 0) c.max_inflight_bytes = g_inflight_bytes;
   std::stringstream ss(bootstrap);
   for (std::string b; std::getline(ss, b, ',');) c.brokers.push_back(b);
   c.compression = codec;
@@ -487,15 +495,19 @@ int main(int argc, char** argv) {
       partitions = std::atoi(next().c_str());
     } else if (a == "--rounds") {
       rounds = std::atoi(next().c_str());
+    } else if (a == "--inflight-records") {
+      g_inflight_records = std::strtoull(next().c_str(), nullptr, 10);
+    } else if (a == "--inflight-bytes") {
+      g_inflight_bytes = std::strtoull(next().c_str(), nullptr, 10);
     } else if (a == "--no-trim") {
       g_trim = false;
     } else if (a == "--dir") {
       work_dir = next();
     } else {
-      std::fprintf(
-          stderr,
-          "usage: bench_forwarder [--records N] [--sizes 100,1024] [--codec zstd] "
-          "[--bootstrap host:port] [--partitions 3] [--rounds 3] [--dir DIR] [--no-trim]\n");
+      std::fprintf(stderr,
+                   "usage: bench_forwarder [--records N] [--sizes 100,1024] [--codec zstd] "
+                   "[--bootstrap host:port] [--partitions 3] [--rounds 3] [--dir DIR] [--no-trim] "
+                   "[--inflight-records N] [--inflight-bytes N]\n");
       return 2;
     }
   }
