@@ -29,6 +29,7 @@ std::atomic<int64_t> g_remaining{0};       // ops until the cut; 0 = disarmed
 std::atomic<bool> g_cut{false};
 std::atomic<bool> g_disk_full{false};
 std::atomic<int64_t> g_ops{0};
+std::atomic<int64_t> g_bytes_written{0};  // by successful xWrite calls, ever
 std::atomic<int64_t> g_wal_started{0};
 std::atomic<int64_t> g_wal_completed{0};
 std::mutex g_hook_mu;
@@ -87,7 +88,9 @@ int xWrite(sqlite3_file* f, const void* buf, int n, sqlite3_int64 off) {
   if (g_disk_full) return SQLITE_FULL;
   File* p = reinterpret_cast<File*>(f);
   SaveUndo(p, off, n);
-  return p->real->pMethods->xWrite(p->real, buf, n, off);
+  int rc = p->real->pMethods->xWrite(p->real, buf, n, off);
+  if (rc == SQLITE_OK) g_bytes_written += n;
+  return rc;
 }
 int xTruncate(sqlite3_file* f, sqlite3_int64 size) {
   if (CutNow()) return SQLITE_IOERR_TRUNCATE;
@@ -253,6 +256,7 @@ void PowerCut::Arm(int64_t n) {
 }
 bool PowerCut::HasCut() { return g_cut; }
 int64_t PowerCut::Ops() { return g_ops; }
+int64_t PowerCut::BytesWritten() { return g_bytes_written; }
 int64_t PowerCut::WalSyncsStarted() { return g_wal_started; }
 int64_t PowerCut::LastCompletedWalSync() { return g_wal_completed; }
 void PowerCut::SetDiskFull(bool full) { g_disk_full = full; }

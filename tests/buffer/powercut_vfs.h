@@ -34,6 +34,8 @@ class PowerCut {
   static void Revert();
   // Mutating calls (write/truncate/sync/delete) seen since the last Arm or Revert.
   static int64_t Ops();
+  // Bytes written through the VFS (every file), ever: what the buffer costs the storage.
+  static int64_t BytesWritten();
   // Number of xSync calls on "-wal" files that have started / the highest start index of one
   // that completed. A commit acknowledged when started() was S is durable once a sync whose
   // start index is > S completed.
