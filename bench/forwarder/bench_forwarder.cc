@@ -43,6 +43,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -135,14 +136,17 @@ std::unique_ptr<ef::buffer::Buffer> PrefilledBuffer(const std::filesystem::path&
   return std::move(b).value();
 }
 
-uint64_t RssKiB() {
-  std::ifstream f("/proc/self/status");
+// The number after `key` (e.g. "VmRSS:") on its line of a /proc file; 0 if absent.
+uint64_t ProcFigure(const char* path, std::string_view key) {
+  std::ifstream f(path);
   std::string line;
   while (std::getline(f, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10);
+    if (line.rfind(key, 0) == 0) return std::strtoull(line.c_str() + key.size(), nullptr, 10);
   }
   return 0;
 }
+
+uint64_t RssKiB() { return ProcFigure("/proc/self/status", "VmRSS:"); }
 
 // The allocator's view (glibc mallinfo2, all arenas): bytes handed out and not freed, and bytes
 // it holds from the system (heap arenas plus mmapped chunks). RSS growing while `in_use` does
@@ -171,14 +175,7 @@ void TrimFreedMemory() {
 // Bytes the process has passed to write(2)-like calls so far (/proc/self/io wchar): during a drain
 // only the buffer writes to disk (the WAL, checkpoints into the database file), so the difference
 // over the drain is what the trim of delivered records costs the device's storage.
-uint64_t WrittenBytes() {
-  std::ifstream f("/proc/self/io");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("wchar:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10);
-  }
-  return 0;
-}
+uint64_t WrittenBytes() { return ProcFigure("/proc/self/io", "wchar:"); }
 
 // CPU seconds (user + system) of the whole process so far.
 double ProcessCpuSeconds() {
