@@ -8,7 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <vector>
 
 namespace edgeferry::forwarder {
 
@@ -41,22 +41,36 @@ class CursorTracker {
   // True if `seq` is tracked and delivered: a resend pass skips it.
   bool IsDelivered(uint64_t seq) const;
   // The highest seq ever handed to OnSent since the last Reset (or the cursor).
-  uint64_t highest() const { return entries_.empty() ? cursor_ : entries_.back().seq; }
-  size_t tracked() const { return entries_.size(); }
+  uint64_t highest() const { return size_ == 0 ? cursor_ : At(size_ - 1).seq; }
+  size_t tracked() const { return size_; }
   size_t in_flight() const { return in_flight_; }
+  // Nothing tracked: gives back the storage a backlog grew (an idle agent keeps little).
+  void ShrinkIfIdle();
+  size_t capacity() const { return ring_.size(); }
 
  private:
   struct Entry {
     uint64_t seq;
     State state;
   };
+  // The i-th tracked entry (0 = the lowest seq).
+  Entry& At(size_t i) { return ring_[(head_ + i) & (ring_.size() - 1)]; }
+  const Entry& At(size_t i) const { return ring_[(head_ + i) & (ring_.size() - 1)]; }
+  // The index of the first entry with a seq >= `seq` (size_ if none).
+  size_t LowerBound(uint64_t seq) const;
   Entry* Find(uint64_t seq);
   const Entry* Find(uint64_t seq) const;
   void Advance();
 
   uint64_t cursor_ = 0;
   size_t in_flight_ = 0;
-  std::deque<Entry> entries_;  // seq strictly increasing, all > cursor_, front never kDelivered
+  // A ring (power-of-two size) rather than a std::deque: every record of a drain goes through
+  // OnSent and OnDelivered, and the deque's block allocations and indexing, with a binary search
+  // per report, were 7 % of the forwarder thread at 100 B records. Seqs are contiguous but for
+  // records trimmed from the source, so Find is usually one index computation.
+  std::vector<Entry> ring_;  // entries head_.. (size_ of them): seq strictly increasing, all >
+  size_t head_ = 0;          // cursor_, the first never kDelivered
+  size_t size_ = 0;
 };
 
 }  // namespace edgeferry::forwarder

@@ -98,9 +98,7 @@ class Forwarder::Impl {
         backoff_(std::chrono::milliseconds(cfg.backoff_initial_ms),
                  std::chrono::milliseconds(cfg.backoff_max_ms), clock_),
         log_limiter_(std::chrono::seconds(60), clock_) {
-    slots_.resize(cfg.max_inflight_records);
-    free_slots_.reserve(cfg.max_inflight_records);
-    for (uint32_t i = cfg.max_inflight_records; i > 0; --i) free_slots_.push_back(i - 1);
+    slots_.resize(uncommitted_cap_);
   }
 
   ~Impl() {
@@ -164,18 +162,20 @@ class Forwarder::Impl {
   void InjectFatal() { inject_fatal_ = true; }
 
  private:
+  // One record handed to librdkafka and not yet reported; 40 bytes, and the table is indexed by
+  // seq, so that the delivery reports of a batch touch consecutive slots: with a free list the
+  // order was scrambled, and the report's first look at its slot, a cache miss, was most of
+  // HandleCompletions at 100 B records.
+  static constexpr uint32_t kNotLent = UINT32_MAX;
   struct Slot {
-    uint64_t seq = 0;
-    uint64_t bytes = 0;
+    uint64_t seq = 0;                 // 0: free (seqs start at 1)
     int64_t ingest_ms = 0;            // StoredRecord::ingest_time_ms, for the delivery latency
     Clock::TimePoint sent{};          // for kafka.message_timeout_ms (CheckDeliveryTimeout)
     rd_kafka_topic_t* rkt = nullptr;  // held by topics_ until DestroyProducer, which frees slots
-    bool used = false;
-    // A lent value (kLendValueBytes and more) while librdkafka holds the message: produced
-    // without a copy, it is read from here until its delivery report (or the producer's
-    // destruction). Swapped with the read batch's string, so the storage goes round without
-    // an allocation.
-    std::string payload;
+    uint32_t bytes = 0;
+    // A lent value (kLendValueBytes and more): produced without a copy, librdkafka reads it
+    // from lent_[lent] until its delivery report (or the producer's destruction).
+    uint32_t lent = kNotLent;
   };
   struct Completion {
     uint32_t slot;
@@ -266,7 +266,7 @@ class Forwarder::Impl {
     rk_.reset();
     completions_.clear();
     for (uint32_t i = 0; i < slots_.size(); ++i) {
-      if (slots_[i].used) FreeSlot(i);
+      if (slots_[i].seq != 0) FreeSlot(i);
     }
     tracker_.FailAllInFlight();
     // A suspect that was in flight alone has no report coming any more: it stays a suspect and
@@ -274,26 +274,45 @@ class Forwarder::Impl {
     isolating_seq_ = 0;
   }
 
+  // A record's slot is fixed by its seq. Every record in flight is above the committed cursor
+  // and at most uncommitted_cap_ above it, so two of them never share a slot, except across a
+  // gap of records trimmed from the buffer: SlotFree says whether the record may go now.
+  uint32_t SlotOf(uint64_t seq) const { return static_cast<uint32_t>(seq % slots_.size()); }
+  bool SlotFree(uint64_t seq) const { return slots_[SlotOf(seq)].seq == 0; }
   uint32_t AllocSlot(uint64_t seq, uint64_t bytes, int64_t ingest_ms, rd_kafka_topic_t* rkt) {
-    uint32_t i = free_slots_.back();
-    free_slots_.pop_back();
-    Slot& s = slots_[i];  // field by field: `payload` keeps its storage for the swap in Produce
+    uint32_t i = SlotOf(seq);
+    Slot& s = slots_[i];
     s.seq = seq;
-    s.bytes = bytes;
+    s.bytes = static_cast<uint32_t>(std::min<uint64_t>(bytes, UINT32_MAX));
     s.ingest_ms = ingest_ms;
     s.sent = send_now_;
     s.rkt = rkt;
-    s.used = true;
+    s.lent = kNotLent;
     ++inflight_records_;
-    inflight_bytes_ += bytes;
+    inflight_bytes_ += s.bytes;
     return i;
   }
   void FreeSlot(uint32_t i) {
-    slots_[i].used = false;
-    if (slots_[i].payload.capacity() > kKeepPayloadBytes) std::string().swap(slots_[i].payload);
-    free_slots_.push_back(i);
+    Slot& s = slots_[i];
+    if (s.lent != kNotLent) {
+      std::string& v = lent_[s.lent];
+      if (v.capacity() > kKeepPayloadBytes) std::string().swap(v);
+      free_lent_.push_back(s.lent);
+    }
+    s.seq = 0;
     --inflight_records_;
-    inflight_bytes_ -= slots_[i].bytes;
+    inflight_bytes_ -= s.bytes;
+  }
+  // Storage for a lent value (see Produce), allocated on the first one.
+  std::string& LendTo(Slot& slot) {
+    if (lent_.empty()) {
+      lent_.resize(cfg_.max_inflight_records);
+      free_lent_.reserve(lent_.size());
+      for (auto i = static_cast<uint32_t>(lent_.size()); i > 0; --i) free_lent_.push_back(i - 1);
+    }
+    slot.lent = free_lent_.back();
+    free_lent_.pop_back();
+    return lent_[slot.lent];
   }
 
   void Poll(int timeout_ms) {
@@ -313,7 +332,7 @@ class Forwarder::Impl {
     LatencyHistogram latency;
     int64_t last_latency = 0, max_latency = 0;
     for (const Completion& c : completions_) {
-      if (c.slot >= slots_.size() || !slots_[c.slot].used) continue;
+      if (c.slot >= slots_.size() || slots_[c.slot].seq == 0) continue;
       uint64_t seq = slots_[c.slot].seq;
       uint64_t bytes = slots_[c.slot].bytes;
       int64_t ingest_ms = slots_[c.slot].ingest_ms;
@@ -526,7 +545,8 @@ class Forwarder::Impl {
       }
     }
     bool resend = sr.seq <= tracker_.highest();
-    if (!tracker_.OnSent(sr.seq)) return Outcome::kDone;  // already delivered or below cursor
+    if (!SlotFree(sr.seq)) return Outcome::kBackpressure;  // see SlotOf
+    if (!tracker_.OnSent(sr.seq)) return Outcome::kDone;   // already delivered or below cursor
 
     bool valid = r.topic.empty() ? def.topic_valid : IsValidTopicName(topic);
     if (!valid) {
@@ -561,11 +581,8 @@ class Forwarder::Impl {
     // records without the copy. A small value is copied: at 100 B, lending it cost more (2.0 ->
     // 2.6 CPU-s/M on the forwarder thread, cold slot strings instead of the hot read batch).
     const bool lend = sr.record.payload.size() >= kLendValueBytes;
-    std::string& value = lend ? slots_[slot].payload : sr.record.payload;
-    if (lend) {
-      value.swap(sr.record.payload);
-      slot_storage_kept_ = true;
-    }
+    std::string& value = lend ? LendTo(slots_[slot]) : sr.record.payload;
+    if (lend) value.swap(sr.record.payload);
     rd_kafka_resp_err_t err = rd_kafka_producev(
         rk_.get(), RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
         RD_KAFKA_V_MSGFLAGS(lend ? 0 : RD_KAFKA_MSG_F_COPY),
@@ -733,7 +750,7 @@ class Forwarder::Impl {
                                           std::chrono::milliseconds(100));
     const Slot* oldest = nullptr;
     for (const Slot& s : slots_) {
-      if (s.used && (oldest == nullptr || s.sent < oldest->sent)) oldest = &s;
+      if (s.seq != 0 && (oldest == nullptr || s.sent < oldest->sent)) oldest = &s;
     }
     if (oldest == nullptr || now - oldest->sent < timeout) return;
     CountError(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
@@ -874,10 +891,9 @@ class Forwarder::Impl {
       } else {
         // Caught up: an idle agent does not keep the storage of its last backlog.
         std::vector<StoredRecord>().swap(batch_);
-        if (slot_storage_kept_) {
-          for (Slot& slot : slots_) std::string().swap(slot.payload);  // none is used now
-          slot_storage_kept_ = false;
-        }
+        tracker_.ShrinkIfIdle();
+        std::vector<std::string>().swap(lent_);  // none is used now
+        std::vector<uint32_t>().swap(free_lent_);
         auto wait = std::min<uint64_t>(100, cfg_.cursor_commit_interval_ms);
         source_->WaitForRecordsAfter(read_pos_, std::chrono::milliseconds(wait));
       }
@@ -998,9 +1014,11 @@ class Forwarder::Impl {
   std::unordered_map<std::string, KafkaTopicPtr> topics_;
   std::unordered_map<std::string, Route> routes_;
   const bool key_uses_topic_ = cfg_.key_template.find("{topic}") != std::string::npos;
-  std::vector<Slot> slots_;
-  bool slot_storage_kept_ = false;  // some free slot may still hold a value's storage
-  std::vector<uint32_t> free_slots_;
+  std::vector<Slot> slots_;  // indexed by SlotOf(seq)
+  // Values lent to librdkafka (Produce): max_inflight_records strings while any is in flight,
+  // each swapped with the read batch's, so that the storage goes round without an allocation.
+  std::vector<std::string> lent_;
+  std::vector<uint32_t> free_lent_;
   std::vector<Completion> completions_;
   uint64_t inflight_records_ = 0;
   uint64_t inflight_bytes_ = 0;

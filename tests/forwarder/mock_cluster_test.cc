@@ -432,6 +432,31 @@ TEST_CASE("mock: records trimmed from the source while undelivered do not stall 
   CHECK(check.order_error.empty());
 }
 
+TEST_CASE("mock: a hole of trimmed seqs wider than the window - records sharing a slot wait") {
+  // The forwarder keeps a record in flight in the slot seq % (2 x max_inflight_records). With 10
+  // in flight, 1..5 and, after 15 trimmed seqs, 21..25 fall on the same slots: 21 must wait for
+  // 1's report. Taking its slot, 1's report would count as 21's and the cursor never pass 1.
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 1);
+  REQUIRE(rd_kafka_mock_broker_set_rtt(mc.get(), 1, 300) == RD_KAFKA_RESP_ERR_NO_ERROR);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.max_inflight_records = 10;
+  auto expected = Append(src, 5);
+  auto fwd = StartForwarder(c, &src);
+  REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().inflight_records == 5; }, 10s));
+  src.SkipSeqs(15);
+  auto after = Append(src, 5);
+  REQUIRE(*after.begin() == 21);
+  expected.insert(after.begin(), after.end());
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  fwd->Stop(5s);
+  CHECK(fwd->GetStats().delivered_records == 10);
+  size_t dups = 1;
+  RequireNoLoss(mc, expected, &dups);
+  CHECK(dups == 0);
+}
+
 }  // namespace
 }  // namespace edgeferry::forwarder
 

@@ -88,6 +88,60 @@ TEST_CASE("cursor tracker: gaps in seq numbers, trimmed records and a lost produ
   CHECK(t.OnSent(101));
 }
 
+TEST_CASE("cursor tracker: a backlog larger than its ring, wrapped, with holes and resends") {
+  // The tracker keeps its entries in a ring that wraps and grows: a window of thousands with
+  // out-of-order reports, holes from trimmed records and resends must behave as a short one.
+  CursorTracker t(0);
+  const size_t initial = t.capacity();
+  uint64_t next = 1;
+  // Wrap the ring without growing it: deliver the front, send more behind it.
+  for (; next <= initial - 10; ++next) REQUIRE(t.OnSent(next));
+  for (uint64_t s = 1; s <= initial / 2; ++s) t.OnDelivered(s);
+  CHECK(t.cursor() == initial / 2);
+  for (uint64_t end = next + initial / 2; next < end; ++next) REQUIRE(t.OnSent(next));
+  CHECK(t.capacity() == initial);
+  // Grow it while wrapped, with a hole of 100 trimmed seqs in the middle.
+  next += 100;
+  const uint64_t after_hole = next;
+  for (uint64_t end = next + 3 * initial; next < end; ++next) REQUIRE(t.OnSent(next));
+  CHECK(t.capacity() > initial);
+  const uint64_t highest = next - 1;
+  CHECK(t.highest() == highest);
+  CHECK(t.tracked() == t.in_flight());
+  CHECK_FALSE(t.OnSent(after_hole - 50));  // in the hole: never sent
+  // Deliver every other seq from the top down, fail the rest: nothing moves the cursor.
+  for (uint64_t s = highest; s > initial / 2; --s) {
+    if (s > after_hole - 101 && s < after_hole) continue;
+    if ((s & 1) == 0) {
+      t.OnDelivered(s);
+    } else {
+      t.OnFailed(s);
+    }
+  }
+  CHECK(t.cursor() == initial / 2);
+  CHECK(t.in_flight() == 0);
+  CHECK(t.IsDelivered(after_hole + ((after_hole & 1) == 0 ? 0 : 1)));
+  CHECK_FALSE(t.IsDelivered(after_hole - 50));
+  // Resend the failed ones and deliver them in order: the cursor passes the hole to the top.
+  for (uint64_t s = initial / 2 + 1; s <= highest; ++s) {
+    if ((s & 1) == 1 && (s >= after_hole || s < after_hole - 100)) {
+      REQUIRE(t.OnSent(s));
+      CHECK_FALSE(t.OnSent(s));  // in flight already
+    }
+  }
+  for (uint64_t s = initial / 2 + 1; s <= highest; ++s) {
+    if ((s & 1) == 1) t.OnDelivered(s);
+    bool in_hole = s >= after_hole - 100 && s < after_hole;
+    if ((s & 1) == 1 && !in_hole) CHECK(t.cursor() >= s);  // evens and the hole passed over
+  }
+  CHECK(t.cursor() == highest);
+  CHECK(t.tracked() == 0);
+  t.ShrinkIfIdle();
+  CHECK(t.capacity() == initial);
+  CHECK(t.cursor() == highest);
+  CHECK(t.OnSent(highest + 1));
+}
+
 TEST_CASE("templates: expansion, validation and topic names") {
   CHECK(ExpandTemplate("edgeferry.{device}.{input}", "pi-7", "temp", "") == "edgeferry.pi-7.temp");
   CHECK(ExpandTemplate("{device}.{input}", "d", "i", "") == "d.i");
