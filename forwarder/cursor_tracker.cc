@@ -63,6 +63,7 @@ bool CursorTracker::OnSent(uint64_t seq) {
   ++in_flight_;
   return true;
 }
+
 void CursorTracker::OnDelivered(uint64_t seq) {
   Entry* e = Find(seq);
   if (e == nullptr || e->state == State::kDelivered) return;

@@ -68,8 +68,10 @@ class CursorTracker {
   // OnSent and OnDelivered, and the deque's block allocations and indexing, with a binary search
   // per report, were 7 % of the forwarder thread at 100 B records. Seqs are contiguous but for
   // records trimmed from the source, so Find is usually one index computation.
-  std::vector<Entry> ring_;  // entries head_.. (size_ of them): seq strictly increasing, all >
-  size_t head_ = 0;          // cursor_, the first never kDelivered
+  // The size_ entries from head_ on: seq strictly increasing, all > cursor_, the first never
+  // kDelivered.
+  std::vector<Entry> ring_;
+  size_t head_ = 0;
   size_t size_ = 0;
 };
 
