@@ -250,7 +250,8 @@ TEST_CASE("a cursor commit returns before the trim and the appends of its writer
 
 // Shrinking the file moves the pages still in use at its end into free ones: while a backlog
 // drains, those hold the newest records, which are about to be trimmed themselves. The file is
-// only shrunk once what is held fits in one bounded step (FORMAT.md, "Size bound and when_full").
+// only shrunk once what is held is small against one bounded step (FORMAT.md, "Size bound and
+// when_full").
 TEST_CASE("the file gives space back once a backlog has drained, not while it drains") {
   TempDir dir;
   auto cfg = Cfg(dir);  // 64 MiB: one shrink step is 513 pages of 4 KiB (2 MiB)
@@ -266,6 +267,16 @@ TEST_CASE("the file gives space back once a backlog has drained, not while it dr
   REQUIRE(WaitForTrim(*b));
   CHECK(b->GetStats().records == 1000);
   CHECK(SqlInt(cfg.path, "PRAGMA freelist_count") * 2 > pages);
+  CHECK(SqlInt(cfg.path, "PRAGMA page_count") == pages);
+
+  // 2,900 delivered: the ~100 pages still in use fit in one step, but they are more than an
+  // eighth of what it would give back (and more than 64): still nothing is moved.
+  REQUIRE(b->CommitCursor(kForwarderCursor, 2900).ok());
+  REQUIRE(WaitForTrim(*b));
+  CHECK(b->GetStats().records == 100);
+  const int64_t held = pages - SqlInt(cfg.path, "PRAGMA freelist_count");
+  CHECK(held > 64);
+  CHECK(held * 8 > 513);
   CHECK(SqlInt(cfg.path, "PRAGMA page_count") == pages);
 
   // All delivered: the file shrinks, by one step per trim.
