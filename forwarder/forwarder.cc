@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <condition_variable>
+#include <deque>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -44,6 +46,8 @@ constexpr size_t kKeepPayloadBytes = 4096;
 constexpr uint64_t kProbeRecords = 64;
 // Values at least this large are lent to librdkafka instead of copied (Produce says why).
 constexpr size_t kLendValueBytes = 512;
+// The in-flight slot table's size while nothing is in flight (40 KiB); see SlotOf.
+constexpr size_t kMinSlots = 1024;
 // After this many failed rounds in a row the producer is recreated even without a fatal error:
 // librdkafka 2.0.2 can stay stuck on stale metadata of an unreachable broker (fixed upstream in
 // 2.10), and a fresh producer starts with fresh metadata. Harmless in a plain outage.
@@ -98,7 +102,7 @@ class Forwarder::Impl {
         backoff_(std::chrono::milliseconds(cfg.backoff_initial_ms),
                  std::chrono::milliseconds(cfg.backoff_max_ms), clock_),
         log_limiter_(std::chrono::seconds(60), clock_) {
-    slots_.resize(uncommitted_cap_);
+    slots_.resize(kMinSlots);
   }
 
   ~Impl() {
@@ -178,7 +182,7 @@ class Forwarder::Impl {
     uint32_t lent = kNotLent;
   };
   struct Completion {
-    uint32_t slot;
+    uint32_t seq_bits;  // the record's seq, its low 32 bits (the opaque is a pointer: see Produce)
     rd_kafka_resp_err_t err;
     rd_kafka_topic_t* rkt;  // held by topics_ until DestroyProducer, which drops completions_
   };
@@ -189,8 +193,8 @@ class Forwarder::Impl {
   static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) noexcept {
     auto* self = static_cast<Impl*>(opaque);
     try {
-      auto slot = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(msg->_private) - 1);
-      self->completions_.push_back({slot, msg->err, msg->rkt});
+      auto seq_bits = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(msg->_private));
+      self->completions_.push_back({seq_bits, msg->err, msg->rkt});
     } catch (...) {
       // Out of memory: the slot stays used, the record is resent after the next producer reset.
       self->fatal_ = true;
@@ -274,11 +278,33 @@ class Forwarder::Impl {
     isolating_seq_ = 0;
   }
 
-  // A record's slot is fixed by its seq. Every record in flight is above the committed cursor
-  // and at most uncommitted_cap_ above it, so two of them never share a slot, except across a
-  // gap of records trimmed from the buffer: SlotFree says whether the record may go now.
-  uint32_t SlotOf(uint64_t seq) const { return static_cast<uint32_t>(seq % slots_.size()); }
+  // A record's slot is fixed by its seq: seq mod the table's size, a power of two. Every record
+  // in flight is above the committed cursor and at most uncommitted_cap_ above it, so at
+  // kMaxSlots() two of them never share a slot, except across a gap of records trimmed from the
+  // buffer: SlotFree says whether the record may go now.
+  //
+  // The table starts at kMinSlots and doubles when a record finds its slot taken (GrowSlots),
+  // so that memory follows what is in flight, not the configured cap: a table sized for
+  // max_inflight_records = 10,000,000 up front took 800 MB at start. Doubling keeps records
+  // apart: two seqs equal mod 2n are equal mod n, so they could not both be in the old table.
+  uint32_t SlotOf(uint64_t seq) const { return static_cast<uint32_t>(seq & (slots_.size() - 1)); }
   bool SlotFree(uint64_t seq) const { return slots_[SlotOf(seq)].seq == 0; }
+  size_t MaxSlots() const { return std::bit_ceil(std::max<uint64_t>(uncommitted_cap_, kMinSlots)); }
+  bool GrowSlots() {
+    if (slots_.size() >= MaxSlots()) return false;
+    std::vector<Slot> grown(slots_.size() * 2);
+    for (const Slot& s : slots_) {
+      if (s.seq != 0) grown[s.seq & (grown.size() - 1)] = s;
+    }
+    slots_.swap(grown);
+    return true;
+  }
+  // The slot of a delivery report's record, or nullptr if that record is no longer in flight.
+  // The low 32 bits of its seq find it: the table is far smaller than 2^32 entries.
+  Slot* SlotOfReport(uint32_t seq_bits) {
+    Slot& s = slots_[seq_bits & (slots_.size() - 1)];
+    return s.seq != 0 && static_cast<uint32_t>(s.seq) == seq_bits ? &s : nullptr;
+  }
   uint32_t AllocSlot(uint64_t seq, uint64_t bytes, int64_t ingest_ms, rd_kafka_topic_t* rkt) {
     uint32_t i = SlotOf(seq);
     Slot& s = slots_[i];
@@ -303,12 +329,12 @@ class Forwarder::Impl {
     --inflight_records_;
     inflight_bytes_ -= s.bytes;
   }
-  // Storage for a lent value (see Produce), allocated on the first one.
+  // Storage for a lent value (see Produce): a freed one, or a new one. A deque, so that a new
+  // one leaves the others where librdkafka reads them.
   std::string& LendTo(Slot& slot) {
-    if (lent_.empty()) {
-      lent_.resize(cfg_.max_inflight_records);
-      free_lent_.reserve(lent_.size());
-      for (auto i = static_cast<uint32_t>(lent_.size()); i > 0; --i) free_lent_.push_back(i - 1);
+    if (free_lent_.empty()) {
+      free_lent_.push_back(static_cast<uint32_t>(lent_.size()));
+      lent_.emplace_back();
     }
     slot.lent = free_lent_.back();
     free_lent_.pop_back();
@@ -332,11 +358,12 @@ class Forwarder::Impl {
     LatencyHistogram latency;
     int64_t last_latency = 0, max_latency = 0;
     for (const Completion& c : completions_) {
-      if (c.slot >= slots_.size() || slots_[c.slot].seq == 0) continue;
-      uint64_t seq = slots_[c.slot].seq;
-      uint64_t bytes = slots_[c.slot].bytes;
-      int64_t ingest_ms = slots_[c.slot].ingest_ms;
-      FreeSlot(c.slot);
+      Slot* slot = SlotOfReport(c.seq_bits);
+      if (slot == nullptr) continue;
+      uint64_t seq = slot->seq;
+      uint64_t bytes = slot->bytes;
+      int64_t ingest_ms = slot->ingest_ms;
+      FreeSlot(static_cast<uint32_t>(slot - slots_.data()));
       bool isolated = (seq == isolating_seq_);
       if (isolated) isolating_seq_ = 0;
       if (c.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -545,8 +572,10 @@ class Forwarder::Impl {
       }
     }
     bool resend = sr.seq <= tracker_.highest();
-    if (!SlotFree(sr.seq)) return Outcome::kBackpressure;  // see SlotOf
-    if (!tracker_.OnSent(sr.seq)) return Outcome::kDone;   // already delivered or below cursor
+    while (!SlotFree(sr.seq)) {
+      if (!GrowSlots()) return Outcome::kBackpressure;  // see SlotOf
+    }
+    if (!tracker_.OnSent(sr.seq)) return Outcome::kDone;  // already delivered or below cursor
 
     bool valid = r.topic.empty() ? def.topic_valid : IsValidTopicName(topic);
     if (!valid) {
@@ -589,7 +618,10 @@ class Forwarder::Impl {
         RD_KAFKA_V_VALUE(value.data(), value.size()),
         RD_KAFKA_V_KEY(key->empty() ? nullptr : key->data(), key->size()),
         RD_KAFKA_V_TIMESTAMP(r.event_time_ms), RD_KAFKA_V_HEADERS(hdrs.get()),
-        RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(slot) + 1)),
+        // The seq, not the slot, which moves when the table grows. Its low 32 bits: a pointer
+        // holds no more on armhf.
+        RD_KAFKA_V_OPAQUE(
+            reinterpret_cast<void*>(static_cast<uintptr_t>(static_cast<uint32_t>(sr.seq)))),
         RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       (void)hdrs.release();  // producev succeeded and now owns the headers
@@ -892,8 +924,9 @@ class Forwarder::Impl {
         // Caught up: an idle agent does not keep the storage of its last backlog.
         std::vector<StoredRecord>().swap(batch_);
         tracker_.ShrinkIfIdle();
-        std::vector<std::string>().swap(lent_);  // none is used now
+        std::deque<std::string>().swap(lent_);  // none is used now
         std::vector<uint32_t>().swap(free_lent_);
+        if (slots_.size() > kMinSlots) std::vector<Slot>(kMinSlots).swap(slots_);
         auto wait = std::min<uint64_t>(100, cfg_.cursor_commit_interval_ms);
         source_->WaitForRecordsAfter(read_pos_, std::chrono::milliseconds(wait));
       }
@@ -1015,9 +1048,9 @@ class Forwarder::Impl {
   std::unordered_map<std::string, Route> routes_;
   const bool key_uses_topic_ = cfg_.key_template.find("{topic}") != std::string::npos;
   std::vector<Slot> slots_;  // indexed by SlotOf(seq)
-  // Values lent to librdkafka (Produce): max_inflight_records strings while any is in flight,
-  // each swapped with the read batch's, so that the storage goes round without an allocation.
-  std::vector<std::string> lent_;
+  // Values lent to librdkafka (Produce): as many strings as were in flight at once, each
+  // swapped with the read batch's, so that the storage goes round without an allocation.
+  std::deque<std::string> lent_;
   std::vector<uint32_t> free_lent_;
   std::vector<Completion> completions_;
   uint64_t inflight_records_ = 0;

@@ -433,9 +433,10 @@ TEST_CASE("mock: records trimmed from the source while undelivered do not stall 
 }
 
 TEST_CASE("mock: a hole of trimmed seqs wider than the window - records sharing a slot wait") {
-  // The forwarder keeps a record in flight in the slot seq % (2 x max_inflight_records). With 10
-  // in flight, 1..5 and, after 15 trimmed seqs, 21..25 fall on the same slots: 21 must wait for
-  // 1's report. Taking its slot, 1's report would count as 21's and the cursor never pass 1.
+  // The forwarder keeps a record in flight in the slot seq mod its table's size, which for 10 in
+  // flight stays at its least, 1,024. 1..5 and, after 1,019 trimmed seqs, 1025..1029 fall on the
+  // same slots: 1025 must wait for 1's report. Taking its slot, 1's report would count as
+  // 1025's and the cursor never pass 1.
   MockCluster mc(1);
   mc.CreateTopic(kTopic, 1);
   REQUIRE(rd_kafka_mock_broker_set_rtt(mc.get(), 1, 300) == RD_KAFKA_RESP_ERR_NO_ERROR);
@@ -445,13 +446,45 @@ TEST_CASE("mock: a hole of trimmed seqs wider than the window - records sharing 
   auto expected = Append(src, 5);
   auto fwd = StartForwarder(c, &src);
   REQUIRE(testing::WaitUntil([&] { return fwd->GetStats().inflight_records == 5; }, 10s));
-  src.SkipSeqs(15);
+  src.SkipSeqs(1019);
   auto after = Append(src, 5);
-  REQUIRE(*after.begin() == 21);
+  REQUIRE(*after.begin() == 1025);
   expected.insert(after.begin(), after.end());
   REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
   fwd->Stop(5s);
   CHECK(fwd->GetStats().delivered_records == 10);
+  size_t dups = 1;
+  RequireNoLoss(mc, expected, &dups);
+  CHECK(dups == 0);
+}
+
+// The slot table starts small and doubles while records are in flight (SlotOf): every record
+// must keep its slot across the moves, or its delivery report finds none and the cursor stops.
+// A slow broker (300 ms) keeps thousands in flight, so the table grows from 1,024 to 16,384
+// with reports outstanding; then, caught up, it shrinks, and a second backlog grows it again.
+TEST_CASE("mock: the in-flight slot table grows and shrinks with records in flight - none lost") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 3);
+  REQUIRE(rd_kafka_mock_broker_set_rtt(mc.get(), 1, 300) == RD_KAFKA_RESP_ERR_NO_ERROR);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.max_inflight_records = 6000;
+  auto expected = Append(src, 20'000);
+  auto fwd = StartForwarder(c, &src);
+  uint64_t peak = 0;
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        peak = std::max(peak, fwd->GetStats().inflight_records);
+        return src.cursor() == src.last_seq();
+      },
+      60s));
+  CHECK(peak > 2048);  // more than the table held before it grew
+  auto more = Append(src, 20'000);
+  expected.insert(more.begin(), more.end());
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 60s));
+  fwd->Stop(5s);
+  CHECK(fwd->GetStats().delivered_records == 40'000);
+  CHECK(fwd->GetStats().delivery_failures == 0);
   size_t dups = 1;
   RequireNoLoss(mc, expected, &dups);
   CHECK(dups == 0);
@@ -1182,6 +1215,28 @@ TEST_CASE("mock: forwarder lifetimes leave no memory behind - malloc in use back
   MESSAGE("malloc in use after round 1: " << after_first / 1024 << " KiB, after round " << kRounds
                                           << ": " << after_last / 1024 << " KiB");
   CHECK(after_last < after_first + 128 * 1024);
+}
+
+// Memory follows what is in flight, not the configured cap: sized up front for 10,000,000
+// in-flight records the slot table alone took 800 MB at start, which no gateway has.
+TEST_CASE("mock: a cap of 10,000,000 in-flight records costs nothing until they are in flight") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 2);
+  MemorySource src;
+  auto expected = Append(src, 2000);
+  auto c = MockConfig(mc);
+  c.max_inflight_records = 10'000'000;
+  const uint64_t before = MallocInUse();
+  auto fwd = StartForwarder(c, &src);
+  const uint64_t started = MallocInUse();
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 30s));
+  const uint64_t drained = MallocInUse();
+  fwd->Stop(5s);
+  MESSAGE("malloc in use: " << before / 1024 << " KiB before, " << started / 1024
+                            << " KiB started, " << drained / 1024 << " KiB drained");
+  CHECK(started < before + 8 * 1024 * 1024);
+  CHECK(drained < before + 8 * 1024 * 1024);
+  RequireNoLoss(mc, expected);
 }
 
 // The forwarder reads into the same records from read to read (RecordSource::ReadInto), but an
