@@ -656,7 +656,7 @@ class Buffer::Impl {
   Status DeleteUpTo(uint64_t cutoff_seq, std::string_view reason, State* next);
   Status TrimTo(uint64_t cutoff_seq, std::string_view reason,
                 const std::function<bool()>& yield = nullptr);
-  Status RewriteStraddling(uint64_t cutoff_seq);
+  Status RewriteStraddling(uint64_t cutoff_seq, State* next);
   Status Begin(bool force_sync = false);
   Status Commit(State* next);
   void Rollback();
@@ -1289,12 +1289,17 @@ Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason,
       acc += (*scan)->Int(1);
     }
     (*scan)->Reset();
-    if (chunk == 0) {  // no whole row at or below the cutoff (any more)
-      Rollback();
-      return reason.empty() ? RewriteStraddling(cutoff_seq) : Status::Ok();
-    }
+    // Every whole row up to the cutoff is in this chunk: a row straddling the cutoff is
+    // rewritten in the same transaction. In a transaction of its own it wrote the pages both
+    // change (the b-tree, the free list, the counters) to the WAL twice per cursor commit.
+    const bool last_chunk = acc < wal_budget_ / 8;
     State next = committed_;
-    Status st = DeleteUpTo(chunk, reason, &next);
+    Status st = chunk != 0 ? DeleteUpTo(chunk, reason, &next) : Status::Ok();
+    if (st.ok() && last_chunk && reason.empty()) st = RewriteStraddling(cutoff_seq, &next);
+    if (st.ok() && next.first_seq == committed_.first_seq) {  // nothing to delete or rewrite
+      Rollback();
+      return Status::Ok();
+    }
     if (st.ok()) st = WriteCounters(next);
     if (st.ok()) st = Commit(&next);
     if (!st.ok()) {
@@ -1306,50 +1311,44 @@ Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason,
   return Status::Ok();
 }
 
-// The oldest row holds delivered records (seq <= cutoff_seq) and undelivered ones: replaces it,
-// in one transaction, by a row of the undelivered ones only, so records/bytes/first_seq stay
-// exact and the space of delivered records is freed as in format 1. Costs at most one row
-// (kBlockMaxBytes) of writes per cursor commit.
-Status Buffer::Impl::RewriteStraddling(uint64_t cutoff_seq) {
-  if (auto st = Begin(); !st.ok()) return st;
-  State next = committed_;
-  auto rollback = [&](Status st) {
-    Rollback();
-    return st;
-  };
+// If the oldest row holds delivered records (seq <= cutoff_seq) and undelivered ones, replaces
+// it, within the caller's transaction, by a row of the undelivered ones only, so that
+// records/bytes/first_seq stay exact and the space of delivered records is freed as in format 1.
+// Costs at most one row (kBlockMaxBytes) of writes per cursor commit.
+Status Buffer::Impl::RewriteStraddling(uint64_t cutoff_seq, State* next) {
   auto sel =
       W("SELECT first_seq, last_seq, ingest_ms, codec, bytes, data FROM batches ORDER BY first_seq "
         "LIMIT 1");
-  if (!sel.ok()) return rollback(sel.status());
+  if (!sel.ok()) return sel.status();
   int rc = (*sel)->Step();
   if (rc != SQLITE_ROW) {
     (*sel)->Reset();
-    return rollback(rc == SQLITE_DONE ? Status::Ok() : sql::ToStatus(rc, wdb_.get(), "read row"));
+    return rc == SQLITE_DONE ? Status::Ok() : sql::ToStatus(rc, wdb_.get(), "read row");
   }
   auto first = static_cast<uint64_t>((*sel)->Int(0));
   auto last = static_cast<uint64_t>((*sel)->Int(1));
   int64_t ingest = (*sel)->Int(2);
   if (!(first <= cutoff_seq && cutoff_seq < last)) {  // nothing straddles
     (*sel)->Reset();
-    return rollback(Status::Ok());
+    return Status::Ok();
   }
   uint64_t row_bytes = 0;
   auto recs = DecodeRow(write_dctx_.get(), first, last, ingest, (*sel)->Int(3), (*sel)->Int(4),
                         (*sel)->View(5), &row_bytes);
   (*sel)->Reset();
-  if (!recs.ok()) return rollback(recs.status());
+  if (!recs.ok()) return recs.status();
   BlockEncoder enc(ingest);
   std::string hdr;
   for (const auto& sr : *recs)
     if (sr.seq > cutoff_seq) enc.Add(sr.record, &hdr);
   auto del = W("DELETE FROM batches WHERE first_seq = ?");
-  if (!del.ok()) return rollback(del.status());
+  if (!del.ok()) return del.status();
   (*del)->Bind(1, static_cast<int64_t>(first));
-  if (auto st = (*del)->Run("delete straddling row"); !st.ok()) return rollback(st);
+  if (auto st = (*del)->Run("delete straddling row"); !st.ok()) return st;
   auto ins =
       W("INSERT INTO batches(first_seq, last_seq, ingest_ms, bytes, codec, data) "
         "VALUES(?,?,?,?,?,?)");
-  if (!ins.ok()) return rollback(ins.status());
+  if (!ins.ok()) return ins.status();
   (*ins)->Bind(1, static_cast<int64_t>(cutoff_seq + 1));
   (*ins)->Bind(2, static_cast<int64_t>(last));
   (*ins)->Bind(3, ingest);
@@ -1357,15 +1356,12 @@ Status Buffer::Impl::RewriteStraddling(uint64_t cutoff_seq) {
   std::string_view stored;
   (*ins)->Bind(5, packer_.Pack(enc.data(), &stored));
   (*ins)->BindBlobStatic(6, stored);
-  if (auto st = (*ins)->Run("rewrite straddling row"); !st.ok()) return rollback(st);
+  if (auto st = (*ins)->Run("rewrite straddling row"); !st.ok()) return st;
   uint64_t gone = cutoff_seq - first + 1;
-  next.records -= std::min(gone, next.records);
-  next.bytes -= std::min(row_bytes - enc.bytes(), next.bytes);
-  next.first_seq = cutoff_seq + 1;
+  next->records -= std::min(gone, next->records);
+  next->bytes -= std::min(row_bytes - enc.bytes(), next->bytes);
+  next->first_seq = cutoff_seq + 1;
   space_changed_ = true;
-  Status st = WriteCounters(next);
-  if (st.ok()) st = Commit(&next);
-  if (!st.ok()) return rollback(st);
   return Status::Ok();
 }
 
