@@ -5,7 +5,9 @@
 // Prints records/s, MB/s (payload), bytes stored per record on the broker (the record batches
 // as sent, i.e. the compressed wire payload), peak RSS sampled during the drain, and the ratio
 // forwarder / ceiling, and CPU-seconds per million records of each side over its measured window,
-// and the bytes the drain wrote to disk per record (the buffer's trims; /proc/self/io wchar).
+// and the bytes the drain wrote to disk per record (the buffer's trims; /proc/self/io wchar),
+// and how many records each side kept in flight on average: with the same window, a side that
+// refills it more slowly drains more slowly while the broker's round trips bound the drain.
 //
 // CPU: the whole process (getrusage RUSAGE_SELF, user + system) over the window, which takes in
 // every thread the side runs (for the forwarder: ef-forwarder, ef-commit, the buffer's ef-buffer
@@ -39,6 +41,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -241,12 +244,18 @@ std::map<std::string, double> CpuByThreadNameSince(const std::map<std::string, d
 // sampling thread itself used (after stop()).
 class RssSampler {
  public:
-  RssSampler() : start_(RssKiB()), peak_(start_) {
+  // `inflight`, if given, is sampled on the same ticks: mean_inflight() is its mean.
+  explicit RssSampler(std::function<uint64_t()> inflight = {})
+      : start_(RssKiB()), peak_(start_), inflight_(std::move(inflight)) {
     thread_ = std::thread([this] {
       while (!stop_) {
         uint64_t r = RssKiB();
         uint64_t p = peak_.load();
         while (r > p && !peak_.compare_exchange_weak(p, r)) {
+        }
+        if (inflight_) {
+          inflight_sum_ += static_cast<double>(inflight_());
+          ++inflight_samples_;
         }
         std::this_thread::sleep_for(20ms);
       }
@@ -262,10 +271,16 @@ class RssSampler {
   uint64_t start() const { return start_; }
   uint64_t peak() const { return peak_.load(); }
   double cpu_seconds() const { return cpu_seconds_.load(); }
+  double mean_inflight() const {  // after stop()
+    return inflight_samples_ > 0 ? inflight_sum_ / static_cast<double>(inflight_samples_) : 0;
+  }
 
  private:
   uint64_t start_;
   std::atomic<uint64_t> peak_;
+  std::function<uint64_t()> inflight_;
+  double inflight_sum_ = 0;  // sampler thread only until stop()
+  uint64_t inflight_samples_ = 0;
   std::atomic<double> cpu_seconds_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -281,6 +296,9 @@ struct Result {
   double cpu_seconds = 0;      // the side's CPU over the window (bench overhead taken out)
   double harness_seconds = 0;  // the bench's own CPU in the window (taken out of cpu_seconds)
   uint64_t written_bytes = 0;  // forwarder only: bytes written to disk during the drain
+  // Records handed to librdkafka without a delivery report served, sampled every 20 ms: how
+  // much of the window a side keeps in use.
+  double mean_inflight = 0;
   std::map<std::string, double> cpu_by_thread;  // CPU in the window by thread name
 };
 
@@ -310,7 +328,7 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, ef::buffer::Buffer* src,
   }
   Result r;
   TrimFreedMemory();
-  RssSampler rss;
+  RssSampler rss([&f] { return f.value()->GetStats().inflight_records; });
   const auto threads0 = CpuByThreadName();
   const double cpu0 = ProcessCpuSeconds(), main0 = ThreadCpuSeconds();
   const uint64_t written0 = WrittenBytes();
@@ -325,6 +343,7 @@ Result RunForwarder(const ef::config::KafkaConfig& cfg, ef::buffer::Buffer* src,
   const double cpu1 = ProcessCpuSeconds(), main1 = ThreadCpuSeconds();
   r.cpu_by_thread = CpuByThreadNameSince(threads0);  // before Stop and the sampler end
   rss.stop();  // its CPU after cpu1 (at most one 20 ms tick) counts in harness_seconds: tiny
+  r.mean_inflight = rss.mean_inflight();
   r.harness_seconds = (main1 - main0) + rss.cpu_seconds();
   r.cpu_seconds = (cpu1 - cpu0) - r.harness_seconds;
   f.value()->Stop(10s);
@@ -382,11 +401,13 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
 
   Result r;
   TrimFreedMemory();
-  RssSampler rss;
+  std::atomic<uint64_t> inflight{0};  // updated every 256 records: the sampler reads it
+  RssSampler rss([&inflight] { return inflight.load(std::memory_order_relaxed); });
   const auto threads0 = CpuByThreadName();
   const double cpu0 = ProcessCpuSeconds(), main0 = ThreadCpuSeconds();
   auto t0 = Clock::now();
   for (uint64_t s = 1; s <= n; ++s) {
+    if ((s & 255) == 0) inflight.store(s - 1 - done.load(), std::memory_order_relaxed);
     const char* payload = arena.data() + offsets[s - 1];
     const size_t payload_size = offsets[s] - offsets[s - 1];
     const char* source = kInputNames[s % kInputs];
@@ -428,6 +449,7 @@ Result RunBare(const ef::config::KafkaConfig& cfg, uint64_t n, size_t size) {
   r.cpu_by_thread = CpuByThreadNameSince(threads0);
   r.cpu_by_thread["producer"] = main1 - main0;  // this thread: producev, headers, polling
   rss.stop();
+  r.mean_inflight = rss.mean_inflight();
   r.harness_seconds = rss.cpu_seconds();
   r.cpu_seconds = (cpu1 - cpu0) - r.harness_seconds;
   r.peak_rss_kib = rss.peak() > arena_kib ? rss.peak() - arena_kib : 0;
@@ -628,6 +650,8 @@ int main(int argc, char** argv) {
         }
         std::printf("\n");
       }
+      std::printf("  mean in flight (20 ms samples): ceiling %.0f, forwarder %.0f records\n",
+                  bare.mean_inflight, fw.mean_inflight);
       std::printf(
           "  (buffer pre-filled with %llu records in %.1f s, not timed; the drain wrote %.1f B per "
           "record to disk)\n",
