@@ -329,6 +329,17 @@ TEST_CASE("mock: OUT_OF_ORDER_SEQUENCE_NUMBER from the broker loses nothing") {
   RequireNoLoss(mc, expected);
 }
 
+// Waits up to 60 s for the forwarder to deliver everything in `src`, keeping the highest count
+// of records in flight seen on the way in *peak.
+bool DrainTrackingPeak(Forwarder& fwd, MemorySource& src, uint64_t* peak) {
+  return testing::WaitUntil(
+      [&] {
+        *peak = std::max(*peak, fwd.GetStats().inflight_records);
+        return src.cursor() == src.last_seq();
+      },
+      60s);
+}
+
 TEST_CASE("mock: in-flight records stay within max_inflight_records whatever the backlog") {
   MockCluster mc(1);
   mc.CreateTopic(kTopic, 2);
@@ -339,12 +350,7 @@ TEST_CASE("mock: in-flight records stay within max_inflight_records whatever the
   auto expected = Append(src, 5000);
   auto fwd = StartForwarder(c, &src);
   uint64_t peak = 0;
-  REQUIRE(testing::WaitUntil(
-      [&] {
-        peak = std::max(peak, fwd->GetStats().inflight_records);
-        return src.cursor() == src.last_seq();
-      },
-      60s));
+  REQUIRE(DrainTrackingPeak(*fwd, src, &peak));
   fwd->Stop(5s);
   CHECK(peak > 0);
   CHECK(peak <= 64);
@@ -460,8 +466,8 @@ TEST_CASE("mock: a hole of trimmed seqs wider than the window - records sharing 
 
 // The slot table starts small and doubles while records are in flight (SlotOf): every record
 // must keep its slot across the moves, or its delivery report finds none and the cursor stops.
-// A slow broker (300 ms) keeps thousands in flight, so the table grows from 1,024 to 16,384
-// with reports outstanding; then, caught up, it shrinks, and a second backlog grows it again.
+// A slow broker (300 ms) keeps thousands in flight, so the table grows from 1,024 (to 16,384 at
+// most) with reports outstanding; then, caught up, it shrinks, and a second backlog grows it again.
 TEST_CASE("mock: the in-flight slot table grows and shrinks with records in flight - none lost") {
   MockCluster mc(1);
   mc.CreateTopic(kTopic, 3);
@@ -472,12 +478,7 @@ TEST_CASE("mock: the in-flight slot table grows and shrinks with records in flig
   auto expected = Append(src, 20'000);
   auto fwd = StartForwarder(c, &src);
   uint64_t peak = 0;
-  REQUIRE(testing::WaitUntil(
-      [&] {
-        peak = std::max(peak, fwd->GetStats().inflight_records);
-        return src.cursor() == src.last_seq();
-      },
-      60s));
+  REQUIRE(DrainTrackingPeak(*fwd, src, &peak));
   CHECK(peak > 2048);  // more than the table held before it grew
   auto more = Append(src, 20'000);
   expected.insert(more.begin(), more.end());
