@@ -280,7 +280,7 @@ class Forwarder::Impl {
 
   // A record's slot is fixed by its seq: seq mod the table's size, a power of two. Every record
   // in flight is above the committed cursor and at most uncommitted_cap_ above it, so at
-  // kMaxSlots() two of them never share a slot, except across a gap of records trimmed from the
+  // MaxSlots() two of them never share a slot, except across a gap of records trimmed from the
   // buffer: SlotFree says whether the record may go now.
   //
   // The table starts at kMinSlots and doubles when a record finds its slot taken (GrowSlots),
