@@ -231,30 +231,43 @@ TEST_CASE("mock: a record larger than message.max.bytes is dead-lettered - the s
 }
 
 TEST_CASE("mock: broker-side MESSAGE_TOO_LARGE: the record at fault is dead-lettered alone") {
-  MockCluster mc(1);
-  mc.CreateTopic(kTopic, 1);
-  MemorySource src;
-  auto c = MockConfig(mc);
-  auto fwd = StartForwarder(c, &src);
   // Two errors: the first fails a batch (every record in it becomes a suspect, sent alone), the
   // second fails the first suspect again, alone: that one is dead-lettered, the rest delivered.
-  rd_kafka_mock_push_request_errors(mc.get(), kApiKeyProduce, 2,
-                                    RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
-                                    RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
-  auto expected = Append(src, 50);
-  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
-  auto more = Append(src, 50);
-  expected.insert(more.begin(), more.end());
-  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
-  fwd->Stop(5s);
-  auto dl = src.dead_letters();
-  auto st = fwd->GetStats();
-  MESSAGE("dead-lettered " << dl.size() << ", producer restarts " << st.producer_restarts
-                           << ", failures " << st.delivery_failures);
-  REQUIRE(dl.size() == 1);
-  CHECK(dl[0].reason.find("MSG_SIZE_TOO_LARGE") != std::string::npos);
-  expected.erase(dl[0].record.seq);
-  RequireNoLoss(mc, expected);
+  // The errors also make librdkafka 2.0.2 raise fatal _GAPLESS_GUARANTEE errors (the producer is
+  // recreated at least once in every run). Once, under qemu, their timing let the second error
+  // miss the suspect sent alone: it was resent, the mock took it, nothing was dead-lettered and
+  // nothing lost. So a run without a dead letter is checked for no loss, and the scenario is run
+  // again, up to three times, until the record at fault has been isolated.
+  bool isolated = false;
+  for (int attempt = 1; attempt <= 3 && !isolated; ++attempt) {
+    MockCluster mc(1);
+    mc.CreateTopic(kTopic, 1);
+    MemorySource src;
+    auto c = MockConfig(mc);
+    auto fwd = StartForwarder(c, &src);
+    rd_kafka_mock_push_request_errors(mc.get(), kApiKeyProduce, 2,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    auto expected = Append(src, 50);
+    REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+    auto more = Append(src, 50);
+    expected.insert(more.begin(), more.end());
+    REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+    fwd->Stop(5s);
+    auto dl = src.dead_letters();
+    auto st = fwd->GetStats();
+    MESSAGE("attempt " << attempt << ": dead-lettered " << dl.size() << ", producer restarts "
+                       << st.producer_restarts << ", failures " << st.delivery_failures);
+    REQUIRE(dl.size() <= 1);
+    if (dl.size() == 1) {
+      CHECK(dl[0].reason.find("MSG_SIZE_TOO_LARGE") != std::string::npos);
+      CHECK(st.dead_lettered == 1);
+      expected.erase(dl[0].record.seq);
+      isolated = true;
+    }
+    RequireNoLoss(mc, expected);
+  }
+  CHECK(isolated);
 }
 
 TEST_CASE("mock: all brokers down, records keep coming, brokers up: every record arrives") {
