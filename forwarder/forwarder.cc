@@ -36,9 +36,10 @@ constexpr size_t kMaxReadRecords = 4096;
 // 12.4-15.2 (forwarder thread 3.4-3.9 instead of 3.7-4.7, librdkafka's threads less too); 100 B
 // 3.2-4.6 instead of 4.4-4.6. 64 KiB to 1 MiB measured alike.
 constexpr size_t kMaxReadBytes = 256 << 10;
-// The read batch keeps its records' storage from read to read (RecordSource::ReadInto), but a
-// payload larger than this gives its memory back before the next read: the batch then holds at
-// most kMaxReadRecords x 4 KiB (16 MiB) between reads, however large the records that passed.
+// The two read batches (the one being sent, the one the reader fills) keep their records' storage
+// from read to read (RecordSource::ReadInto), but a payload larger than this gives its memory back
+// before the next read: a batch then holds at most kMaxReadRecords x 4 KiB (16 MiB) between
+// reads, however large the records that passed.
 constexpr size_t kKeepPayloadBytes = 4096;
 // After a transient failure, at most this many records are in flight until one is delivered: a
 // long outage then costs one small probe per kafka.message_timeout_ms, not a full window re-encoded
@@ -135,6 +136,10 @@ class Forwarder::Impl {
       SetThreadName("ef-commit");
       RunCommitter();
     });
+    reader_ = std::thread([this] {
+      SetThreadName("ef-reader");
+      RunReader();
+    });
     thread_ = std::thread([this] {
       SetThreadName("ef-forwarder");
       Run();
@@ -154,6 +159,12 @@ class Forwarder::Impl {
     }
     commit_cv_.notify_all();
     committer_.join();
+    {
+      std::lock_guard r(pf_.mu);
+      pf_.stop = true;
+    }
+    pf_.cv.notify_all();
+    reader_.join();  // after the forwarder thread, which may have been waiting for its read
   }
 
   Stats GetStats() const {
@@ -550,7 +561,7 @@ class Forwarder::Impl {
     return routes_.emplace(input, std::move(r)).first->second;
   }
 
-  Outcome Produce(StoredRecord& sr) {
+  Outcome Produce(StoredRecord& sr, uint64_t bytes) {
     const Record& r = sr.record;
     Route& def = DefaultRoute(r.source);
     // A record's own topic is an input's `topic`, which may hold {device} and {input} (a Kafka
@@ -601,7 +612,6 @@ class Forwarder::Impl {
     rd_kafka_header_add(hdrs.get(), kHeaderSeq, -1, seq_str.data(), seq_str.size());
     rd_kafka_header_add(hdrs.get(), kHeaderSource, -1, r.source.data(), r.source.size());
 
-    uint64_t bytes = r.ByteSize();
     uint32_t slot = AllocSlot(sr.seq, bytes, sr.ingest_time_ms, rkt);
     // A large value is not copied: librdkafka reads it from the slot until the delivery report.
     // Copied (RD_KAFKA_MSG_F_COPY), every 1 KiB record cost a malloc above glibc's tcache limit,
@@ -892,24 +902,20 @@ class Forwarder::Impl {
                     : cfg_.max_inflight_records;
   }
 
-  // Fills batch_ from the source. False if the loop should go round again (waited, or full).
+  // Takes the next batch into batch_. False if the loop should go round again (waited, or full).
   bool ReadBatch() {
     DropBatch();
     uint64_t cap = InflightCap();
-    uint64_t cap_bytes = cfg_.max_inflight_bytes;
     uint64_t free_records = cap > inflight_records_ ? cap - inflight_records_ : 0;
     // New records (above tracker_.highest()) also need room in the uncommitted window; resends
     // (up to highest) do not grow it.
     uint64_t resend_span = tracker_.highest() > read_pos_ ? tracker_.highest() - read_pos_ : 0;
     uint64_t window_free = uncommitted_cap_ > Uncommitted() ? uncommitted_cap_ - Uncommitted() : 0;
     free_records = std::min(free_records, resend_span + window_free);
-    uint64_t free_bytes = cap_bytes > inflight_bytes_ ? cap_bytes - inflight_bytes_ : 0;
-    // Hysteresis: with a backlog, read in chunks rather than one record per delivery report.
-    bool room = free_records > 0 &&
-                (inflight_records_ == 0 ||
-                 (free_records >= std::max<uint64_t>(1, std::min<uint64_t>(cap / 4, 1024)) &&
-                  free_bytes >= cap_bytes / 4));
-    if (!room) {
+    // Any room will do: taking a batch costs a swap (the reader read it meanwhile), and SendBatch
+    // stops at the caps, so the window is refilled as reports free it, not a read at a time.
+    if (free_records == 0 ||
+        (inflight_records_ > 0 && inflight_bytes_ >= cfg_.max_inflight_bytes)) {
       MaybeCommit(false);  // the window may be full of delivered records: make room
       Poll(10);
       return false;
@@ -923,6 +929,13 @@ class Forwarder::Impl {
       } else {
         // Caught up: an idle agent does not keep the storage of its last backlog.
         std::vector<StoredRecord>().swap(batch_);
+        {
+          std::lock_guard r(pf_.mu);
+          if (pf_.state == Prefetch::kIdle || pf_.state == Prefetch::kReady) {
+            std::vector<StoredRecord>().swap(pf_.records);
+            pf_.state = Prefetch::kIdle;
+          }
+        }
         tracker_.ShrinkIfIdle();
         std::deque<std::string>().swap(lent_);  // none is used now
         std::vector<uint32_t>().swap(free_lent_);
@@ -932,18 +945,63 @@ class Forwarder::Impl {
       }
       return false;
     }
-    for (auto& sr : batch_) {
-      if (sr.record.payload.capacity() > kKeepPayloadBytes) std::string().swap(sr.record.payload);
+    // The read of the records after read_pos_, prefetched by the reader while the last batch was
+    // sent, or asked for now. A read that returned nothing before records came is asked again.
+    std::unique_lock lk(pf_.mu);
+    for (bool asked = false;;) {
+      // Blocks as a read on this thread would: a hung storage read stops the progress ticks.
+      pf_.cv.wait(lk,
+                  [&] { return pf_.state == Prefetch::kIdle || pf_.state == Prefetch::kReady; });
+      if (pf_.state == Prefetch::kReady && pf_.after == read_pos_ &&
+          (pf_.count > 0 || !pf_.status.ok() || asked)) {
+        break;
+      }
+      pf_.after = read_pos_;
+      pf_.state = Prefetch::kWanted;
+      pf_.cv.notify_all();
+      asked = true;
     }
-    auto n = source_->ReadInto(read_pos_, std::min<uint64_t>(free_records, kMaxReadRecords),
-                               std::clamp<uint64_t>(free_bytes, 1, kMaxReadBytes), &batch_);
-    if (!n.ok()) {
-      EnterRecovery("reading the buffer: " + n.status().ToString(), true);
+    Status st = std::move(pf_.status);
+    batch_size_ = pf_.count;
+    batch_pos_ = 0;
+    batch_.swap(pf_.records);  // the batch just sent goes to the reader for its storage
+    pf_.state = Prefetch::kIdle;
+    if (!st.ok()) {
+      batch_size_ = 0;
+      lk.unlock();
+      EnterRecovery("reading the buffer: " + st.ToString(), true);
       return false;
     }
-    batch_size_ = *n;
-    batch_pos_ = 0;
+    if (batch_size_ > 0) {  // read the next one while this one is sent
+      pf_.after = batch_[batch_size_ - 1].seq;
+      pf_.state = Prefetch::kWanted;
+      pf_.cv.notify_all();
+    }
     return batch_size_ > 0;
+  }
+
+  // The reader thread: runs one requested read at a time into pf_.records, which it owns from
+  // kWanted to kReady.
+  void RunReader() {
+    const size_t max_records = std::min<uint64_t>(kMaxReadRecords, cfg_.max_inflight_records);
+    const size_t max_bytes = std::clamp<uint64_t>(cfg_.max_inflight_bytes, 1, kMaxReadBytes);
+    std::unique_lock lk(pf_.mu);
+    for (;;) {
+      pf_.cv.wait(lk, [&] { return pf_.stop || pf_.state == Prefetch::kWanted; });
+      if (pf_.state != Prefetch::kWanted) return;  // stopping
+      pf_.state = Prefetch::kReading;
+      const uint64_t after = pf_.after;
+      lk.unlock();
+      for (auto& sr : pf_.records) {
+        if (sr.record.payload.capacity() > kKeepPayloadBytes) std::string().swap(sr.record.payload);
+      }
+      auto n = source_->ReadInto(after, max_records, max_bytes, &pf_.records);
+      lk.lock();
+      pf_.status = n.ok() ? Status::Ok() : n.status();
+      pf_.count = n.ok() ? *n : 0;
+      pf_.state = Prefetch::kReady;
+      pf_.cv.notify_all();
+    }
   }
 
   // Forgets the rest of the batch but keeps its records: the next read decodes into them.
@@ -964,13 +1022,16 @@ class Forwarder::Impl {
         ++batch_pos_;
         continue;
       }
-      if (inflight_records_ >= InflightCap() ||
-          (sr.seq > tracker_.highest() && Uncommitted() >= uncommitted_cap_)) {
+      const uint64_t bytes = sr.record.ByteSize();
+      auto full = [&] {
+        return inflight_records_ >= InflightCap() ||
+               (inflight_records_ > 0 && inflight_bytes_ + bytes > cfg_.max_inflight_bytes) ||
+               (sr.seq > tracker_.highest() && Uncommitted() >= uncommitted_cap_);
+      };
+      if (full()) {
         Poll(0);
         MaybeCommit(false);
-        if (inflight_records_ >= InflightCap() || Uncommitted() >= uncommitted_cap_) {
-          Poll(10);
-        }
+        if (full()) Poll(10);
         return;
       }
       bool suspect = !suspects_.empty() && suspects_.count(sr.seq) > 0;
@@ -978,7 +1039,7 @@ class Forwarder::Impl {
         Poll(10);  // a suspect goes alone: wait for the window to drain
         return;
       }
-      Outcome o = Produce(sr);
+      Outcome o = Produce(sr, bytes);
       if (o == Outcome::kBackpressure) {
         Poll(10);
         return;
@@ -1033,6 +1094,7 @@ class Forwarder::Impl {
   // Committer thread (MaybeCommit). Requests and results pass under commit_mu_; commit_busy_ and
   // commit_done_ are also read without it by the forwarder thread as a cheap check.
   std::thread committer_;
+  std::thread reader_;  // RunReader; its state is pf_
   std::mutex commit_mu_;
   std::condition_variable commit_cv_;
   uint64_t commit_request_ = 0;  // GUARDED_BY(commit_mu_); 0: none
@@ -1081,6 +1143,21 @@ class Forwarder::Impl {
   const uint64_t uncommitted_cap_ = 2 * uint64_t{cfg_.max_inflight_records};
   Clock::TimePoint last_commit_{};
   std::vector<StoredRecord> batch_;  // its first batch_size_ records are the batch (ReadInto)
+  // The next batch, read by the reader thread (ef-reader) while this one is sent: the read (zstd,
+  // SQLite, decoding; a tenth of the forwarder thread at 100 B records) then no longer keeps the
+  // window from being refilled. One read at a time, always of the records after `after`.
+  struct Prefetch {
+    enum State { kIdle, kWanted, kReading, kReady };
+    std::mutex mu;
+    std::condition_variable cv;
+    State state = kIdle;  // GUARDED_BY(mu)
+    bool stop = false;    // GUARDED_BY(mu)
+    uint64_t after = 0;   // GUARDED_BY(mu)
+    Status status;        // GUARDED_BY(mu), of the last read
+    size_t count = 0;     // GUARDED_BY(mu), records of the last read
+    // The reader's from kWanted to kReady, the forwarder thread's otherwise.
+    std::vector<StoredRecord> records;
+  } pf_;
   size_t batch_size_ = 0;
   size_t batch_pos_ = 0;
   std::set<uint64_t> suspects_;  // failed with a batch-level size error; sent alone next time

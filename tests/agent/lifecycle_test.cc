@@ -511,6 +511,7 @@ TEST_CASE("metrics: the endpoint serves the expected series and a real Prometheu
   CHECK(threads["ef-buffer"] == 1);
   CHECK(threads["ef-forwarder"] == 1);
   CHECK(threads["ef-commit"] == 1);
+  CHECK(threads["ef-reader"] == 1);
 
   // A real Prometheus (Debian's package) scraping the endpoint on loopback every second.
   int prom_port = rig::FreeLoopbackPort();

@@ -960,6 +960,36 @@ TEST_CASE("mock: lent 1 KiB values arrive intact across failures and a producer 
   RequireNoLoss(mc, expected);
 }
 
+// The reader thread reads the next batch while the forwarder thread sends the current one, so
+// that a refill of the window waits for no read. A window of 100 records makes a read 100
+// records; the broker holds every answer for a second. The second read (101..200) must be done
+// before anything of the first is delivered: read only once the first batch is sent and room
+// is back, it would follow the first delivery reports.
+TEST_CASE("mock: the next batch is read while the current one is in flight") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 1);
+  REQUIRE(rd_kafka_mock_broker_set_rtt(mc.get(), 1, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.max_inflight_records = 100;
+  auto expected = Append(src, 500);
+  auto fwd = StartForwarder(c, &src);
+  uint64_t delivered_when_read = UINT64_MAX;
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        if (src.read_upto() < 200) return false;
+        delivered_when_read = fwd->GetStats().delivered_records;
+        return true;
+      },
+      10s));
+  CHECK(delivered_when_read == 0);
+  CHECK(src.read_upto() == 200);  // one batch ahead, no more
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 60s));
+  fwd->Stop(5s);
+  CHECK(fwd->GetStats().delivered_records == 500);
+  RequireNoLoss(mc, expected);
+}
+
 // The same window with the forwarder thread busy: its read of the source hangs (a slow SD card)
 // while the leader of partition 0 is down and two sets of records wait in librdkafka's queue, A
 // sent at 0 ms and B at 1,500 ms (message timeout 1,000 ms). The leader returns at 2,100 ms,
@@ -1143,8 +1173,8 @@ TEST_CASE("mock: an input's topic with {device} and {input} is expanded - {topic
         "input \"temp\": topic \"fwd dev-1\" is not a valid Kafka topic name");
 }
 
-// The forwarder's two threads carry names for top -H, ps -L and gdb.
-TEST_CASE("mock: the forwarder's threads are named ef-forwarder and ef-commit") {
+// The forwarder's three threads carry names for top -H, ps -L and gdb.
+TEST_CASE("mock: the forwarder's threads are named ef-forwarder, ef-commit and ef-reader") {
   MockCluster mc(1);
   mc.CreateTopic(kTopic, 1);
   MemorySource src;
@@ -1158,11 +1188,12 @@ TEST_CASE("mock: the forwarder's threads are named ef-forwarder and ef-commit") 
     }
     return out;
   };
-  // Each thread names itself as it starts: wait for both.
+  // Each thread names itself as it starts: wait for all three.
   bool found = testing::WaitUntil(
       [&] {
         auto n = names();
-        return n.count("ef-forwarder") == 1 && n.count("ef-commit") == 1;
+        return n.count("ef-forwarder") == 1 && n.count("ef-commit") == 1 &&
+               n.count("ef-reader") == 1;
       },
       5s);
   auto n = names();
@@ -1173,13 +1204,14 @@ TEST_CASE("mock: the forwarder's threads are named ef-forwarder and ef-commit") 
   }());
   CHECK(found);
   fwd->Stop(1s);
-  // Both are joined by Stop. A joined thread can stay listed in /proc for a moment after the
+  // All are joined by Stop. A joined thread can stay listed in /proc for a moment after the
   // join returns (seen under qemu-user, whose host thread outlives the guest's exit), so wait
   // for them to go, with a deadline.
   bool gone = testing::WaitUntil(
       [&] {
         auto n = names();
-        return n.count("ef-forwarder") == 0 && n.count("ef-commit") == 0;
+        return n.count("ef-forwarder") == 0 && n.count("ef-commit") == 0 &&
+               n.count("ef-reader") == 0;
       },
       5s);
   CHECK(gone);
