@@ -10,11 +10,11 @@
 // refills it more slowly drains more slowly while the broker's round trips bound the drain.
 //
 // CPU: the whole process (getrusage RUSAGE_SELF, user + system) over the window, which takes in
-// every thread the side runs (for the forwarder: ef-forwarder, ef-commit, the buffer's ef-buffer
-// and librdkafka's threads; for the ceiling: the producing thread and librdkafka's threads), minus
-// what the bench itself spends meanwhile (the RSS sampler thread and, for the forwarder, the
-// main thread waiting for the cursor), measured with their thread CPU clocks. Nothing else runs
-// in the process during a window (the broker is a separate process).
+// every thread the side runs (for the forwarder: ef-forwarder, ef-reader, ef-commit, the buffer's
+// ef-buffer and librdkafka's threads; for the ceiling: the producing thread and librdkafka's
+// threads), minus what the bench itself spends meanwhile (the RSS sampler thread and, for the
+// forwarder, the main thread waiting for the cursor), measured with their thread CPU clocks.
+// Nothing else runs in the process during a window (the broker is a separate process).
 //
 // The forwarder drains a real buffer (buffer::Buffer, SQLite, sync=full) pre-filled with the N
 // records before its clock starts, so its figure includes reading the buffer, tracking every
