@@ -657,7 +657,7 @@ class Buffer::Impl {
   Status TrimTo(uint64_t cutoff_seq, std::string_view reason,
                 const std::function<bool()>& yield = nullptr);
   Status RewriteStraddling(uint64_t cutoff_seq, State* next);
-  Status Begin(bool force_sync = false);
+  Status Begin(bool force_sync = false, bool lazy = false);
   Status Commit(State* next);
   void Rollback();
   Status WriteCounters(const State& next);
@@ -672,6 +672,7 @@ class Buffer::Impl {
   bool sync_full_now_ = true;    // the connection's current synchronous setting
   bool counters_dirty_ = false;  // drop counters newer in memory than on disk
   bool tx_full_ = true;          // the open transaction fsyncs at commit
+  bool tx_lazy_ = false;         // the open transaction need not be made durable (Begin)
   bool unsynced_ = false;        // sync=normal: commits since the last WAL fsync
   Clock::TimePoint last_sync_{};
   Clock::TimePoint last_age_check_{};
@@ -1059,12 +1060,17 @@ Result<sql::Stmt*> Buffer::Impl::W(const char* sql) {
 
 // Starts a write transaction. Its commit fsyncs the WAL if sync=full, if forced (cursor
 // commits), or with sync=normal once normal_sync_interval_ms has passed since the last fsync.
-// SQLite refuses to change synchronous inside a transaction, hence the decision here.
-Status Buffer::Impl::Begin(bool force_sync) {
+// A `lazy` transaction never fsyncs: one whose loss to a power cut costs nothing but redoing it
+// (a delivered trim). The WAL is appended in order, so the next fsync makes it durable with
+// everything before it. SQLite refuses to change synchronous inside a transaction, hence the
+// decision here.
+Status Buffer::Impl::Begin(bool force_sync, bool lazy) {
+  tx_lazy_ = lazy;
   tx_full_ =
-      cfg_.sync == config::SyncMode::kFull || force_sync ||
-      (cfg_.normal_sync_interval_ms > 0 &&
-       clock_->Now() - last_sync_ >= std::chrono::milliseconds(cfg_.normal_sync_interval_ms));
+      !lazy &&
+      (cfg_.sync == config::SyncMode::kFull || force_sync ||
+       (cfg_.normal_sync_interval_ms > 0 &&
+        clock_->Now() - last_sync_ >= std::chrono::milliseconds(cfg_.normal_sync_interval_ms)));
   if (tx_full_ != sync_full_now_) {
     if (auto st = sql::Exec(wdb_.get(),
                             tx_full_ ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
@@ -1111,7 +1117,7 @@ Status Buffer::Impl::Commit(State* next) {
   if (tx_full_) {
     last_sync_ = clock_->Now();
     unsynced_ = false;
-  } else {
+  } else if (!tx_lazy_) {  // a lazy one needs no periodic fsync after it (Housekeeping)
     unsynced_ = true;
   }
   next->last_commit_unix_ms = clock_->NowUnixMs();
@@ -1274,7 +1280,10 @@ Status Buffer::Impl::DropOldest(uint64_t need_bytes, uint64_t* dropped) {
 Status Buffer::Impl::TrimTo(uint64_t cutoff_seq, std::string_view reason,
                             const std::function<bool()>& yield) {
   while (committed_.first_seq != 0 && committed_.first_seq <= cutoff_seq) {
-    if (auto st = Begin(); !st.ok()) return st;
+    // A delivered trim is not fsynced: the cursor it follows is durable, and a trim lost to a
+    // power cut is redone at the next start (RunTrim). With sync=full each of its transactions
+    // cost an fsync of its own, the cursor commit queued behind it waiting for that.
+    if (auto st = Begin(/*force_sync=*/false, /*lazy=*/reason.empty()); !st.ok()) return st;
     uint64_t chunk = 0, acc = 0;
     auto scan =
         W("SELECT last_seq, length(data) FROM batches WHERE first_seq <= ? ORDER BY first_seq");
