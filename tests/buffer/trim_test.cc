@@ -189,7 +189,7 @@ class SyncGate {
 // A delivered trim is not fsynced (FORMAT.md, invariant 4): the cursor commit before it is, and a
 // trim lost to a power cut is redone at the next start. With sync=full each trim transaction
 // used to fsync the WAL, and a cursor commit queued behind it waited for that.
-TEST_CASE("a delivered trim does not fsync; lost to a power cut, the next start redoes it") {
+TEST_CASE("a delivered trim does not fsync - lost to a power cut, the next start redoes it") {
   testing::RegisterPowerCutVfs();
   testing::PowerCut::Arm(0);
   TempDir dir;
