@@ -342,12 +342,13 @@ TEST_CASE("mock: OUT_OF_ORDER_SEQUENCE_NUMBER from the broker loses nothing") {
   RequireNoLoss(mc, expected);
 }
 
-// Waits up to 60 s for the forwarder to deliver everything in `src`, keeping the highest count
-// of records in flight seen on the way in *peak.
-bool DrainTrackingPeak(Forwarder& fwd, MemorySource& src, uint64_t* peak) {
+// Waits up to 60 s for the forwarder to deliver everything in `src`, keeping the highest value of
+// `field` (by default the records in flight) seen on the way in *peak.
+bool DrainTrackingPeak(Forwarder& fwd, MemorySource& src, uint64_t* peak,
+                       uint64_t Stats::*field = &Stats::inflight_records) {
   return testing::WaitUntil(
       [&] {
-        *peak = std::max(*peak, fwd.GetStats().inflight_records);
+        *peak = std::max(*peak, fwd.GetStats().*field);
         return src.cursor() == src.last_seq();
       },
       60s);
@@ -367,6 +368,26 @@ TEST_CASE("mock: in-flight records stay within max_inflight_records whatever the
   fwd->Stop(5s);
   CHECK(peak > 0);
   CHECK(peak <= 64);
+  RequireNoLoss(mc, expected);
+}
+
+// The bytes cap holds too. The reader reads ahead up to 256 KiB whatever is in flight, so it is
+// SendBatch that stops at max_inflight_bytes: 1 KiB records, a 16 KiB cap, a record cap far above.
+TEST_CASE("mock: in-flight bytes stay within max_inflight_bytes whatever the backlog") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 2);
+  rd_kafka_mock_broker_set_rtt(mc.get(), 1, 20);
+  MemorySource src;
+  auto c = MockConfig(mc);
+  c.max_inflight_records = 1000;
+  c.max_inflight_bytes = 16 * 1024;
+  auto expected = Append(src, 1000, 1024);
+  auto fwd = StartForwarder(c, &src);
+  uint64_t peak = 0;
+  REQUIRE(DrainTrackingPeak(*fwd, src, &peak, &Stats::inflight_bytes));
+  fwd->Stop(5s);
+  CHECK(peak > 8 * 1024);  // the cap is what limits, not something smaller
+  CHECK(peak <= 16 * 1024);
   RequireNoLoss(mc, expected);
 }
 
@@ -987,6 +1008,27 @@ TEST_CASE("mock: the next batch is read while the current one is in flight") {
   REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 60s));
   fwd->Stop(5s);
   CHECK(fwd->GetStats().delivered_records == 500);
+  RequireNoLoss(mc, expected);
+}
+
+// A read that hangs (a stuck SD card) runs on the reader thread, but the forwarder thread waits
+// for the read it needs as it waited for its own: its progress ticks stop, so that the agent's
+// watchdog sees the hang, and go on once the read returns.
+TEST_CASE("mock: a hung read of the source stops the progress ticks until it returns") {
+  MockCluster mc(1);
+  mc.CreateTopic(kTopic, 1);
+  MemorySource src;
+  auto expected = Append(src, 100);
+  src.HoldReads(true);
+  auto fwd = StartForwarder(MockConfig(mc), &src);
+  REQUIRE(testing::WaitUntil([&] { return src.held_readers() == 1; }, 5s));
+  // The forwarder thread may be one loop away from waiting: allow it one more tick.
+  const uint64_t ticks = fwd->ProgressTicks();
+  CHECK_FALSE(testing::WaitUntil([&] { return fwd->ProgressTicks() > ticks + 1; }, 500ms));
+  src.HoldReads(false);
+  REQUIRE(testing::WaitUntil([&] { return src.cursor() == src.last_seq(); }, 20s));
+  CHECK(fwd->ProgressTicks() > ticks + 1);
+  fwd->Stop(5s);
   RequireNoLoss(mc, expected);
 }
 
